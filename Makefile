@@ -1,0 +1,58 @@
+# The two commands of the README:
+#   make demo   set up (Python venv, hls.js from npm) and run `launchkit demo`
+#   make test   set up everything the tests need (apt, pip, npm) and run the whole suite
+# Setup steps are idempotent: stamps under .venv/ skip what is already done.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HLSJS := landing/static/vendor/hls.min.js
+# Debian packages the test suite drives for real: ffprobe decodes the HLS, Chromium plays the page.
+APT_PACKAGES := ffmpeg chromium
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: demo test setup setup-test system-packages bench clean
+
+demo: setup
+	$(BIN)/launchkit demo --host $(HOST) --port $(PORT)
+
+test: setup-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed $(HLSJS)
+
+setup-test: system-packages setup $(VENV)/.installed-test
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# hls.js comes from npm (pinned in landing/package-lock.json) and is served from the Python package.
+$(HLSJS): landing/package.json landing/package-lock.json
+	command -v npm >/dev/null || { echo "npm is missing: run 'make system-packages' as root or install Node.js"; exit 1; }
+	cd landing && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(dir $@)
+	cp landing/node_modules/hls.js/dist/hls.min.js $@
+
+system-packages:
+	@missing=""; \
+	for cmd in ffprobe chromium npm; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES) npm fonts-dejavu-core; \
+	fi
+
+bench: setup-test
+	$(BIN)/python -m loadtests.bench
+
+clean:
+	rm -rf $(VENV) landing/node_modules landing/static/vendor tests/artifacts

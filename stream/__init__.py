@@ -1,0 +1,1 @@
+"""The media engine: sources, encode-once ladder, packet bus, packagers."""

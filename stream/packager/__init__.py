@@ -1,0 +1,1 @@
+"""Packagers turn bus packets into what players fetch (HLS over CMAF today)."""
