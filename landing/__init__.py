@@ -1,0 +1,1 @@
+"""What viewers see: the landing page, the embeddable player, their static assets."""

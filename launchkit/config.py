@@ -1,0 +1,177 @@
+"""Configuration: every option of every role, its validation, and its LAUNCHKIT_* variable.
+
+Options are declared once here; the CLI builds its parsers from these declarations, so
+`--help`, environment variables and validation can never drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+ENV_PREFIX = "LAUNCHKIT_"
+
+
+class ConfigError(ValueError):
+    """A bad option value; the message names the option and what is expected."""
+
+
+def env_name(option: str) -> str:
+    return ENV_PREFIX + option.upper().replace("-", "_")
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise ConfigError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"expected {low}–{high}, got {value}")
+        return value
+
+    return parse
+
+
+def _bounded_float(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"expected a number, got {text!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"expected {low:g}–{high:g}, got {value:g}")
+        return value
+
+    return parse
+
+
+def _even_int(low: int, high: int) -> Callable[[str], int]:
+    bounded = _bounded_int(low, high)
+
+    def parse(text: str) -> int:
+        value = bounded(text)
+        if value % 2:
+            raise ConfigError(f"expected an even number (4:2:0 video), got {value}")
+        return value
+
+    return parse
+
+
+def _text(max_length: int) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if len(text) > max_length:
+            raise ConfigError(f"expected at most {max_length} characters, got {len(text)}")
+        if any(ord(c) < 32 for c in text):
+            raise ConfigError("control characters are not allowed")
+        return text
+
+    return parse
+
+
+def _host(text: str) -> str:
+    if not text or len(text) > 253 or any(c.isspace() for c in text):
+        raise ConfigError(f"expected a host name or IP address, got {text!r}")
+    return text
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ConfigError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return text.lower()
+
+    return parse
+
+
+def _flag(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"expected true or false, got {text!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+    is_flag: bool = False
+
+    @property
+    def attribute(self) -> str:
+        return self.name.replace("-", "_")
+
+
+SERVER_OPTIONS = (
+    Option("host", _host, "127.0.0.1", "address to listen on", "ADDR"),
+    Option("port", _bounded_int(0, 65535), 8080, "HTTP port (0 picks a free one)", "PORT"),
+    Option("log-level", _choice("debug", "info", "warning", "error"), "info", "log verbosity: debug, info, warning, error", "LEVEL"),
+    Option("access-log", _flag, False, "log every HTTP request", is_flag=True),
+)
+
+EVENT_OPTIONS = (
+    Option("title", _text(200), "Launchkit demo", "event title shown on the landing page", "TEXT"),
+    Option("description", _text(2000), "A live test card: moving picture, wall clock, frame counter and a 1 kHz tone.",
+           "event description shown on the landing page", "TEXT"),
+)
+
+MEDIA_OPTIONS = (
+    Option("width", _even_int(64, 3840), 1280, "video width in pixels", "PX"),
+    Option("height", _even_int(64, 2160), 720, "video height in pixels", "PX"),
+    Option("fps", _bounded_int(1, 60), 30, "frames per second", "N"),
+    Option("video-bitrate", _bounded_int(100, 50_000), 3000, "H.264 bitrate in kbit/s (also the VBV peak)", "KBPS"),
+    Option("audio-bitrate", _bounded_int(32, 320), 128, "AAC bitrate in kbit/s", "KBPS"),
+    Option("segment-duration", _bounded_float(1.0, 10.0), 2.0, "HLS segment duration in seconds (= GOP length)", "S"),
+    Option("playlist-window", _bounded_int(3, 60), 6, "segments listed in each media playlist", "N"),
+)
+
+DEMO_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS
+
+
+@dataclass(frozen=True, slots=True)
+class DemoConfig:
+    host: str
+    port: int
+    log_level: str
+    access_log: bool
+    title: str
+    description: str
+    width: int
+    height: int
+    fps: int
+    video_bitrate: int
+    audio_bitrate: int
+    segment_duration: float
+    playlist_window: int
+
+    def __post_init__(self) -> None:
+        frames = self.fps * self.segment_duration
+        if abs(frames - round(frames)) > 1e-6:
+            raise ConfigError(
+                f"--segment-duration {self.segment_duration:g} × --fps {self.fps} = {frames:g} frames: "
+                "a segment must hold a whole number of frames"
+            )
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> DemoConfig:
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+def env_defaults(options: tuple[Option, ...], environ: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
+    """Option values from LAUNCHKIT_* variables; raises ConfigError naming the variable."""
+    values = {}
+    for option in options:
+        raw = environ.get(env_name(option.name))
+        if raw is None:
+            continue
+        try:
+            values[option.attribute] = option.parse(raw)
+        except ConfigError as error:
+            raise ConfigError(f"{env_name(option.name)}: {error}") from None
+    return values
