@@ -44,6 +44,15 @@ class VideoSettings:
     def gop(self) -> int:
         return round(self.fps * self.keyframe_interval)
 
+    @property
+    def vbv_buffer_bits(self) -> int:
+        # Half a segment: keyframes get room to breathe while a segment's size stays bounded.
+        return round(self.bitrate * self.keyframe_interval / 2)
+
+    def peak_bitrate(self, segment_duration: float) -> int:
+        """Upper bound on any segment's bitrate: the VBV model allows rate·T + buffer bits per T."""
+        return round(self.bitrate + self.vbv_buffer_bits / segment_duration)
+
 
 @dataclass(frozen=True, slots=True)
 class AudioSettings:
@@ -63,7 +72,7 @@ def x264_options(settings: VideoSettings) -> dict[str, str]:
         # repeat-headers puts SPS/PPS before every IDR for late joiners (WebRTC, MPEG-TS).
         "x264-params": (
             f"keyint={2 * settings.gop}:min-keyint={settings.gop}:scenecut=0:bframes=0:"
-            f"repeat-headers=1:vbv-maxrate={settings.bitrate // 1000}:vbv-bufsize={settings.bitrate // 1000}"
+            f"repeat-headers=1:vbv-maxrate={settings.bitrate // 1000}:vbv-bufsize={settings.vbv_buffer_bits // 1000}"
         ),
     }
 

@@ -41,6 +41,7 @@ class RenditionInfo:
     height: int
     fps: int
     bandwidth: int
+    average_bandwidth: int
 
 
 class RenditionPackager:

@@ -42,7 +42,8 @@ def multivariant_playlist(renditions: Iterable[RenditionPackager]) -> str:
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
     for r in sorted(renditions, key=lambda r: r.info.bandwidth, reverse=True):
         lines += [
-            f'#EXT-X-STREAM-INF:BANDWIDTH={r.info.bandwidth},CODECS="{r.codecs}",'
+            f"#EXT-X-STREAM-INF:BANDWIDTH={r.info.bandwidth},AVERAGE-BANDWIDTH={r.info.average_bandwidth},"
+            f'CODECS="{r.codecs}",'
             f"RESOLUTION={r.info.width}x{r.info.height},FRAME-RATE={r.info.fps:.3f}",
             f"{r.info.name}/index.m3u8",
         ]
