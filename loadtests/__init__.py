@@ -1,0 +1,1 @@
+"""Load and performance tests; not shipped with the product."""

@@ -1,0 +1,65 @@
+"""Headless Chromium (Debian's, driven by Playwright) plays the landing page for real."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
+
+pytestmark = pytest.mark.browser
+
+PLAYER_STATE = """() => {
+  const video = document.getElementById('player');
+  return {
+    time: video.currentTime, paused: video.paused, error: video.error && video.error.message,
+    engine: window.launchkit.engine, errors: window.launchkit.errors, latency: window.launchkit.latency(),
+    width: video.videoWidth, frames: video.getVideoPlaybackQuality().totalVideoFrames,
+    message: document.getElementById('player-message').hidden ? '' : document.getElementById('player-message').textContent,
+  };
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def test_landing_page_plays_the_live_stream(demo, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    console_errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+    page.goto(demo.url + "/")
+    opened = time.monotonic()
+    page.wait_for_function("() => document.getElementById('player').currentTime > 0", timeout=10_000)
+    start = page.evaluate(PLAYER_STATE)
+    deadline = opened + 10.0
+    state = start
+    while time.monotonic() < deadline and state["time"] - start["time"] < 5.0:
+        time.sleep(0.25)
+        state = page.evaluate(PLAYER_STATE)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "landing.png")
+    assert state["time"] - start["time"] >= 5.0, state
+    assert state["errors"] == [] and state["error"] is None, state
+    assert state["engine"] == "hls.js" and state["width"] == 1280 and state["frames"] > 100
+    assert state["message"] == ""
+    assert console_errors == []
+    # Glass-to-glass (PROGRAM-DATE-TIME of the frame on screen vs. the wall clock): ≤ 3 segments.
+    assert 0 < state["latency"] <= 6.0, state
+    assert page.locator("#live-badge").inner_text().lower() == "live"
+    page.close()
+
+
+def test_embed_plays_without_the_page_chrome(demo, browser):
+    page = browser.new_page(viewport={"width": 640, "height": 360})
+    page.goto(demo.url + "/embed")
+    page.wait_for_function("() => document.getElementById('player').currentTime > 1", timeout=10_000)
+    assert page.locator("h1").count() == 0
+    assert page.evaluate("() => window.launchkit.errors") == []
+    page.close()

@@ -1,0 +1,97 @@
+"""HLS from a running demo, as players and FFmpeg see it over HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from datetime import datetime
+
+from tests.conftest import fetch
+
+
+def _media_playlist(demo) -> tuple[str, str]:
+    status, headers, body = fetch(demo.url + "/hls/index.m3u8")
+    assert status == 200
+    uri = next(line for line in body.decode().splitlines() if line and not line.startswith("#"))
+    base = f"{demo.url}/hls/{uri.rsplit('/', 1)[0]}"
+    _, _, playlist = fetch(f"{demo.url}/hls/{uri}")
+    return base, playlist.decode()
+
+
+def _sequence(playlist: str) -> int:
+    return int(re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", playlist).group(1))
+
+
+def test_ffprobe_decodes_six_seconds_of_h264_and_aac(demo):
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-read_intervals", "%+8", "-show_frames",
+         "-show_entries", "frame=media_type,pts_time,key_frame", "-of", "json", demo.url + "/hls/index.m3u8"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    frames = json.loads(result.stdout)["frames"]
+    streams = {kind: [float(f["pts_time"]) for f in frames if f["media_type"] == kind] for kind in ("video", "audio")}
+    assert max(streams["video"]) - min(streams["video"]) >= 6.0
+    assert max(streams["audio"]) - min(streams["audio"]) >= 6.0
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "json", demo.url + "/hls/index.m3u8"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert {s["codec_name"] for s in json.loads(probe.stdout)["streams"]} == {"h264", "aac"}
+
+
+def test_every_segment_in_the_window_starts_with_a_keyframe(demo, tmp_path):
+    base, playlist = _media_playlist(demo)
+    init_uri = re.search(r'#EXT-X-MAP:URI="([^"]+)"', playlist).group(1)
+    _, _, init = fetch(f"{base}/{init_uri}")
+    segments = [line for line in playlist.splitlines() if line.endswith(".m4s")]
+    assert len(segments) >= 3
+    for uri in segments:
+        status, _, data = fetch(f"{base}/{uri}")
+        assert status == 200
+        path = tmp_path / uri
+        path.write_bytes(init + data)
+        result = subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "v", "-show_frames", "-read_intervals", "%+#1",
+             "-show_entries", "frame=key_frame,pict_type", "-of", "json", str(path)],
+            capture_output=True, text=True, timeout=30,
+        )
+        first = json.loads(result.stdout)["frames"][0]
+        assert (first["key_frame"], first["pict_type"]) == (1, "I"), uri
+
+
+def test_media_sequence_advances_in_real_time(demo):
+    _, before = _media_playlist(demo)
+    started = time.monotonic()
+    time.sleep(6.5)
+    _, after = _media_playlist(demo)
+    elapsed = time.monotonic() - started
+    advanced = _sequence(after) - _sequence(before)
+    assert abs(advanced - elapsed / 2.0) <= 1.01, (advanced, elapsed)
+    # The newest segment ends close to now: the playlist is live, not replaying.
+    stamps = re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)", after)
+    newest_end = datetime.fromisoformat(stamps[-1].replace("Z", "+00:00")).timestamp() + 2.0
+    assert abs(time.time() - newest_end) < 2.5
+
+
+def test_content_types_and_cache_headers_suit_a_cdn(demo):
+    base, playlist = _media_playlist(demo)
+    status, headers, _ = fetch(demo.url + "/hls/index.m3u8")
+    assert headers["Content-Type"].startswith("application/vnd.apple.mpegurl")
+    _, headers, _ = fetch(f"{base}/index.m3u8")
+    assert headers["Content-Type"].startswith("application/vnd.apple.mpegurl")
+    assert headers["Cache-Control"] == "public, max-age=1"  # at most half a segment
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    segment = [line for line in playlist.splitlines() if line.endswith(".m4s")][-1]
+    _, headers, _ = fetch(f"{base}/{segment}")
+    assert headers["Content-Type"] == "video/mp4"
+    assert "immutable" in headers["Cache-Control"] and "max-age=31536000" in headers["Cache-Control"]
+
+
+def test_playlist_keeps_the_configured_window(demo):
+    _, playlist = _media_playlist(demo)
+    assert playlist.count(".m4s") == 6
+    assert "#EXT-X-TARGETDURATION:2" in playlist
+    assert playlist.count("#EXT-X-PROGRAM-DATE-TIME:") == 6
