@@ -45,10 +45,12 @@
 
   function attachHlsJs(url) {
     const hls = new Hls({
-      // Two segments behind the live edge: about 4 s glass-to-glass with 2 s segments.
-      liveSyncDurationCount: 2,
+      // 1.75 segments behind the live edge (3.5 s with 2 s segments): the buffer never drops
+      // below 1.5 s while the next segment is being produced; joining late in a segment's life
+      // adds up to one segment, which playing at up to 1.15x then wins back.
+      liveSyncDurationCount: 1.75,
       liveMaxLatencyDurationCount: 5,
-      maxLiveSyncPlaybackRate: 1.1,
+      maxLiveSyncPlaybackRate: 1.15,
       backBufferLength: 30,
     });
     hls.on(Hls.Events.ERROR, (_event, data) => {

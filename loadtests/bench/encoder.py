@@ -119,8 +119,8 @@ def ffmpeg_x264_args(settings: VideoSettings) -> list[str]:
     return [
         "-c:v", "libx264", *private,
         "-g", str(settings.gop), "-bf", "0", "-b:v", str(settings.bitrate),
-        # VideoEncoder forces an IDR on every keyframe_interval boundary (x264's keyint is only a
-        # safety net); without this the CLI would key every 2 * gop frames and do less work.
+        # VideoEncoder forces an IDR on every keyframe_interval boundary; without this the CLI would
+        # key only every 2 * gop frames (the keyint in x264-params overrides -g): another workload.
         "-force_key_frames", f"expr:gte(t,n_forced*{settings.keyframe_interval:g})",
         "-pix_fmt", "yuv420p",
     ]
@@ -245,10 +245,6 @@ def machine() -> dict[str, Any]:
 # --- Report ------------------------------------------------------------------------------------
 
 
-def per_video_second(cpu_s: float, duration: int) -> float:
-    return cpu_s / duration
-
-
 def report(duration: int, runs: list[Run], info: dict[str, Any]) -> dict[str, Any]:
     ratio = statistics.median(run.ratio for run in runs)
     return {
@@ -257,10 +253,12 @@ def report(duration: int, runs: list[Run], info: dict[str, Any]) -> dict[str, An
         "source": GRAPH,
         "settings": asdict(SETTINGS),
         "ffmpeg_command": ffmpeg_bench_command(duration),
-        "runs": [asdict(run) | {"ratio": run.ratio, "ratio_without_startup": run.ratio_without_startup} for run in runs],
+        "runs": [
+            asdict(run) | {"ratio": run.ratio, "ratio_without_startup": run.ratio_without_startup} for run in runs
+        ],
         "median": {
-            "launchkit_cpu_s_per_video_s": statistics.median(per_video_second(r.launchkit.cpu_s, duration) for r in runs),
-            "ffmpeg_cpu_s_per_video_s": statistics.median(per_video_second(r.ffmpeg.cpu_s, duration) for r in runs),
+            "launchkit_cpu_s_per_video_s": statistics.median(r.launchkit.cpu_s / duration for r in runs),
+            "ffmpeg_cpu_s_per_video_s": statistics.median(r.ffmpeg.cpu_s / duration for r in runs),
             "ratio": ratio,
             "ratio_without_startup": statistics.median(run.ratio_without_startup for run in runs),
         },
@@ -280,7 +278,8 @@ def x264_option_string(banner: str) -> str:
 
 
 def x264_lines(launchkit: str, ffmpeg: str) -> list[str]:
-    lines = [f"- x264 build: Launchkit (PyAV) `{x264_version(launchkit)}`, ffmpeg CLI (Debian) `{x264_version(ffmpeg)}`."]
+    lines = [f"- x264 build: Launchkit (PyAV) `{x264_version(launchkit)}`, "
+             f"ffmpeg CLI (Debian) `{x264_version(ffmpeg)}`."]
     if x264_option_string(launchkit) == x264_option_string(ffmpeg):
         return [*lines, f"- x264 option strings identical on both sides: `{x264_option_string(launchkit)}`"]
     return [*lines, "- **x264 option strings differ:**", f"  - Launchkit: `{x264_option_string(launchkit)}`",
@@ -340,7 +339,8 @@ def positive_int(text: str) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=positive_int, default=20, help="seconds of video per side per run (default 20)")
+    parser.add_argument("--duration", type=positive_int, default=20,
+                        help="seconds of video per side per run (default 20)")
     parser.add_argument("--runs", type=positive_int, default=5, help="alternating runs of both sides (default 5)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this path")
     # Internal: the parent starts this module again with --worker to encode Launchkit's side.

@@ -7,19 +7,10 @@ import time
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
+from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS, PLAYER_STATE
+from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
-
-PLAYER_STATE = """() => {
-  const video = document.getElementById('player');
-  return {
-    time: video.currentTime, paused: video.paused, error: video.error && video.error.message,
-    engine: window.launchkit.engine, errors: window.launchkit.errors, latency: window.launchkit.latency(),
-    width: video.videoWidth, frames: video.getVideoPlaybackQuality().totalVideoFrames,
-    message: document.getElementById('player-message').hidden ? '' : document.getElementById('player-message').textContent,
-  };
-}"""
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,13 @@ import os
 import signal
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from launchkit.config import DEMO_OPTIONS, env_name
-from tests.conftest import fetch, launchkit_command, start_demo
+from loadtests.target import launchkit_command, start_demo
+from tests.conftest import fetch
 
 SMALL = ("--width", "320", "--height", "180", "--fps", "15", "--segment-duration", "1")
 
@@ -72,7 +74,7 @@ def test_port_already_in_use_is_a_clear_error():
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_shuts_down_cleanly_within_two_seconds(tmp_path, signum):
-    demo = start_demo(tmp_path, *SMALL)
+    demo = start_demo(*SMALL, log_dir=tmp_path)
     elapsed = demo.stop(signum)
     assert demo.process.returncode == 0
     assert elapsed < 2.0
@@ -80,7 +82,7 @@ def test_shuts_down_cleanly_within_two_seconds(tmp_path, signum):
 
 
 def test_options_read_from_environment_and_flags_win(tmp_path):
-    demo = start_demo(tmp_path, *SMALL, "--description", "From the flag",
+    demo = start_demo(*SMALL, "--description", "From the flag", log_dir=tmp_path,
                       env={"LAUNCHKIT_TITLE": "Env Launch", "LAUNCHKIT_DESCRIPTION": "From the env"})
     try:
         _, _, body = fetch(demo.url + "/")
@@ -88,3 +90,9 @@ def test_options_read_from_environment_and_flags_win(tmp_path):
         assert b"From the flag" in body and b"From the env" not in body
     finally:
         demo.stop()
+
+
+def test_readme_documents_every_option():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for option in DEMO_OPTIONS:
+        assert f"`--{option.name}" in readme and f"`{env_name(option.name)}`" in readme, option.name

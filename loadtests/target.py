@@ -1,0 +1,82 @@
+"""A local `launchkit demo` process to measure or test against (loopback only, stopped by PID)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+_URL_LINE = re.compile(r"landing page\s+(http://\S+?)/\s")
+
+
+@dataclass
+class LocalDemo:
+    process: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10) -> float:
+        """Signal the demo and return how long it took to exit."""
+        started = time.monotonic()
+        self.process.send_signal(signum)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+        return time.monotonic() - started
+
+    def __enter__(self) -> LocalDemo:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:
+            self.stop()
+
+
+def launchkit_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "launchkit", *args]
+
+
+def start_demo(*args: str, env: dict[str, str] | None = None, log_dir: Path | None = None,
+               ready_timeout: float = 20) -> LocalDemo:
+    """Start `launchkit demo` on a free loopback port and wait until /readyz says media flows."""
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="launchkit-demo-"))
+    log_path = log_dir / f"demo-{time.monotonic_ns()}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            launchkit_command("demo", "--host", "127.0.0.1", "--port", "0", *args),
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+    deadline = time.monotonic() + ready_timeout
+    url = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"demo exited with {process.returncode}:\n{log_path.read_text()}")
+        if url is None and (match := _URL_LINE.search(log_path.read_text(errors="replace"))):
+            url = match.group(1)
+        if url and _ready(url):
+            return LocalDemo(process, url, log_path)
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"demo not ready within {ready_timeout}s:\n{log_path.read_text()}")
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
