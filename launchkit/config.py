@@ -21,30 +21,27 @@ def env_name(option: str) -> str:
     return ENV_PREFIX + option.upper().replace("-", "_")
 
 
-def _bounded_int(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
+def _bounded(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], Any]:
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
         try:
-            value = int(text, 10)
+            value = kind(text)
         except ValueError:
-            raise ConfigError(f"expected a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise ConfigError(f"expected {low}–{high}, got {value}")
-        return value
-
-    return parse
-
-
-def _bounded_float(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(f"expected a number, got {text!r}") from None
+            raise ConfigError(f"expected {noun}, got {text!r}") from None
         if not low <= value <= high:
             raise ConfigError(f"expected {low:g}–{high:g}, got {value:g}")
         return value
 
     return parse
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    return _bounded(int, low, high)
+
+
+def _bounded_float(low: float, high: float) -> Callable[[str], float]:
+    return _bounded(float, low, high)
 
 
 def _even_int(low: int, high: int) -> Callable[[str], int]:

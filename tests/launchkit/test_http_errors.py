@@ -124,3 +124,11 @@ async def test_the_file_access_probe_does_see_file_reads(client):
         _watching.clear()
     assert status == 200
     assert any(str(path).endswith("player.js") for _, path in _file_access)
+
+
+async def test_event_text_is_escaped_on_the_page():
+    config = small_config(title='<script>alert("t")</script>', description="Q&A <b>live</b>")
+    async with TestClient(TestServer(create_demo_app(config))) as test_client:
+        body = await (await test_client.get("/")).text()
+    assert "<script>alert" not in body and "&lt;script&gt;alert(&#34;t&#34;)&lt;/script&gt;" in body
+    assert "Q&amp;A &lt;b&gt;live&lt;/b&gt;" in body
