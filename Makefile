@@ -7,8 +7,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 HLSJS := landing/static/vendor/hls.min.js
-# Debian packages the test suite drives for real: ffprobe decodes the HLS, Chromium plays the page.
-APT_PACKAGES := ffmpeg chromium
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
@@ -43,12 +41,15 @@ $(HLSJS): landing/package.json landing/package-lock.json
 	mkdir -p $(dir $@)
 	cp landing/node_modules/hls.js/dist/hls.min.js $@
 
+# Only what is missing: the base image's Node.js (another vendor's build) must not be replaced.
 system-packages:
-	@missing=""; \
-	for cmd in ffprobe chromium npm; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages for:$$missing"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES) npm fonts-dejavu-core; \
+	@packages=""; \
+	command -v ffprobe >/dev/null || packages="$$packages ffmpeg"; \
+	command -v chromium >/dev/null || packages="$$packages chromium"; \
+	command -v npm >/dev/null || packages="$$packages nodejs npm"; \
+	if [ -n "$$packages" ]; then \
+		echo "installing Debian packages:$$packages"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$packages; \
 	fi
 
 bench: setup-test
