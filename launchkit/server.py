@@ -72,7 +72,7 @@ def _announce(config: DemoConfig, port: int) -> None:
         host = "127.0.0.1" if host == "0.0.0.0" else "::1"
     base = f"http://{_authority(host, port)}"
     log.info(
-        "Launchkit demo is live (Ctrl-C stops it):\n"
+        "Launchkit demo is up (Ctrl-C stops it):\n"
         "  landing page   %s/\n"
         "  HLS playlist   %s/hls/index.m3u8\n"
         "  status (JSON)  %s/api/status\n"

@@ -50,8 +50,9 @@ def launchkit_command(*args: str) -> list[str]:
 
 
 def start_demo(*args: str, env: dict[str, str] | None = None, log_dir: Path | None = None,
-               ready_timeout: float = 20) -> LocalDemo:
-    """Start `launchkit demo` on a free loopback port and wait until /readyz says media flows."""
+               ready_timeout: float = 20, wait_for_media: bool = True) -> LocalDemo:
+    """Start `launchkit demo` on a free loopback port; wait until it serves HTTP and, unless told
+    otherwise, until /readyz says media flows."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="launchkit-demo-"))
     log_path = log_dir / f"demo-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log:
@@ -66,7 +67,7 @@ def start_demo(*args: str, env: dict[str, str] | None = None, log_dir: Path | No
             raise RuntimeError(f"demo exited with {process.returncode}:\n{log_path.read_text()}")
         if url is None and (match := _URL_LINE.search(log_path.read_text(errors="replace"))):
             url = match.group(1)
-        if url and _ready(url):
+        if url and (not wait_for_media or _ready(url)):
             return LocalDemo(process, url, log_path)
         time.sleep(0.2)
     process.kill()

@@ -9,8 +9,9 @@
   const badge = document.getElementById("live-badge");
   const viewers = document.getElementById("viewers");
   const unmute = document.getElementById("unmute");
-  const STATUS_POLL_MS = 5000;
-  const RETRY_MS = 3000;
+  // Poll faster while waiting for the start so nobody misses the first seconds.
+  const STATUS_POLL_PLAYING_MS = 5000;
+  const STATUS_POLL_WAITING_MS = 2000;
 
   const state = (window.launchkit = {
     engine: null, // "hls.js" | "native"
@@ -66,8 +67,7 @@
         hls.destroy();
         state.hls = null;
         state.engine = null;
-        showMessage("Reconnecting to the stream…");
-        setTimeout(refresh, RETRY_MS);
+        showMessage("Reconnecting to the stream…"); // the status poll re-attaches
       }
     });
     hls.loadSource(url);
@@ -88,6 +88,11 @@
     }
     showMessage("");
     play();
+  }
+
+  async function poll() {
+    await refresh();
+    setTimeout(poll, state.engine ? STATUS_POLL_PLAYING_MS : STATUS_POLL_WAITING_MS);
   }
 
   async function refresh() {
@@ -119,6 +124,5 @@
     unmute.hidden = true;
   });
 
-  refresh();
-  setInterval(refresh, STATUS_POLL_MS);
+  poll();
 })();

@@ -5,6 +5,7 @@ sliding window of them in memory, with playlists rendered once per new segment (
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections import deque
@@ -12,9 +13,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from launchkit import metrics
-from stream.packager import cmaf, playlist
 from stream.codecs.h264 import to_length_prefixed
+from stream.packager import cmaf, playlist
 from stream.packet import EncodedPacket
+
+log = logging.getLogger(__name__)
 
 VIDEO_TRACK_ID, AUDIO_TRACK_ID = 1, 2
 # Segments stay fetchable this many segments after leaving the playlist, for players that
@@ -111,6 +114,8 @@ class RenditionPackager:
     def _append(self, segment: Segment) -> None:
         if len(self._segments) == self._segments.maxlen:
             self._by_uri.pop(self._segments[0].uri, None)
+        if not self._segments:
+            log.info("%s: first segment published, the stream is live", self.info.name)
         self._segments.append(segment)
         self._by_uri[segment.uri] = segment
         self.playlist = playlist.media_playlist(self.init_uri, self.segments, self.segment_duration).encode()

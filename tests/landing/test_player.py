@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS, PLAYER_STATE
+from loadtests.target import start_demo
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -54,3 +55,20 @@ def test_embed_plays_without_the_page_chrome(demo, browser):
     assert page.locator("h1").count() == 0
     assert page.evaluate("() => window.launchkit.errors") == []
     page.close()
+
+
+def test_page_opened_before_the_start_begins_playing_by_itself(browser, tmp_path):
+    # A viewer who arrives early: the page says so, then starts without a reload.
+    demo = start_demo("--width", "640", "--height", "360", "--fps", "15", "--segment-duration", "4",
+                      log_dir=tmp_path, wait_for_media=False)
+    try:
+        page = browser.new_page()
+        page.goto(demo.url + "/")
+        assert "has not started yet" in page.locator("#player-message").inner_text()
+        assert page.locator("#live-badge").inner_text().lower() == "offline"
+        page.wait_for_function("() => document.getElementById('player').currentTime > 1", timeout=20_000)
+        state = page.evaluate(PLAYER_STATE)
+        assert state["errors"] == [] and state["message"] == ""
+        page.close()
+    finally:
+        demo.stop()
