@@ -16,6 +16,7 @@ demo: setup
 	$(BIN)/launchkit demo --host $(HOST) --port $(PORT)
 
 test: setup-test
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed $(HLSJS)

@@ -7,10 +7,10 @@ import logging
 
 from aiohttp import web
 
+from landing.app import LandingPage
 from launchkit import middleware
 from launchkit.config import DemoConfig
 from launchkit.status import StatusHandlers
-from landing.app import LandingPage
 from stream.encoder import AudioSettings, VideoSettings
 from stream.packager.http import HlsHandlers
 from stream.pipeline import Pipeline, PipelineSettings

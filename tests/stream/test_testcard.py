@@ -4,8 +4,7 @@ import time
 import av
 import numpy as np
 
-from stream.source import CapturedFrame
-from stream.source import testcard
+from stream.source import CapturedFrame, testcard
 from stream.source.testcard import TextOverlay, clock_text
 
 
