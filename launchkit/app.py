@@ -11,9 +11,10 @@ from landing.app import LandingPage
 from launchkit import middleware
 from launchkit.config import DemoConfig
 from launchkit.status import StatusHandlers
-from stream.encoder import AudioSettings, VideoSettings
+from stream.encoder import AudioSettings
 from stream.packager.http import HlsHandlers
 from stream.pipeline import Pipeline, PipelineSettings
+from stream.source.slate import SlateSettings
 from stream.source.testcard import TestCard, TestCardSettings
 
 log = logging.getLogger(__name__)
@@ -26,20 +27,22 @@ MEDIA_NAME = r"{name:[a-z0-9][a-z0-9.-]{0,63}}"
 
 def pipeline_settings(config: DemoConfig) -> PipelineSettings:
     return PipelineSettings(
-        video=VideoSettings(
-            rendition=f"{config.height}p", width=config.width, height=config.height, fps=config.fps,
-            bitrate=config.video_bitrate * 1000, keyframe_interval=config.segment_duration,
-        ),
+        renditions=config.ladder,
+        fps=config.fps,
         audio=AudioSettings(bitrate=config.audio_bitrate * 1000),
         segment_duration=config.segment_duration,
         playlist_window=config.playlist_window,
+        stall_timeout=config.stall_timeout,
+        slate=SlateSettings(text=config.slate_text, image=config.slate_image),
+        title=config.title,
     )
 
 
 def create_demo_app(config: DemoConfig) -> web.Application:
     """Everything in one process, fed by the test card. Call from inside the running event loop."""
-    source = TestCard(TestCardSettings(width=config.width, height=config.height, fps=config.fps, title=config.title))
-    pipeline = Pipeline(source, pipeline_settings(config), asyncio.get_running_loop())
+    pipeline = Pipeline(pipeline_settings(config), asyncio.get_running_loop())
+    top = config.ladder[0]
+    pipeline.add_local_source(TestCard(TestCardSettings(top.width, top.height, config.fps, config.title)))
     hls = HlsHandlers(pipeline.hls)
     status = StatusHandlers(config, pipeline, hls)
     landing = LandingPage(config, status)

@@ -35,7 +35,8 @@ def _argument_type(option: Option):
 def _add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], from_env: dict[str, Any]) -> None:
     for option in options:
         default = from_env.get(option.attribute, option.default)
-        help_text = f"{option.help} (env {env_name(option.name)}; default: %(default)s)"
+        shown = option.show(default).replace("%", "%%")
+        help_text = f"{option.help} (env {env_name(option.name)}; default: {shown})"
         if option.is_flag:
             parser.add_argument(f"--{option.name}", action="store_true", default=default, help=help_text)
         else:

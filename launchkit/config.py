@@ -7,8 +7,13 @@ Options are declared once here; the CLI builds its parsers from these declaratio
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Callable
+
+from stream.ladder import DEFAULT_LADDER, Rendition
+from stream.source.slate import DEFAULT_TEXT
 
 ENV_PREFIX = "LAUNCHKIT_"
 
@@ -44,16 +49,39 @@ def _bounded_float(low: float, high: float) -> Callable[[str], float]:
     return _bounded(float, low, high)
 
 
-def _even_int(low: int, high: int) -> Callable[[str], int]:
-    bounded = _bounded_int(low, high)
+_RENDITION = re.compile(r"^([a-z0-9_-]{1,32}):(\d{2,4})x(\d{2,4}):(\d{2,5})$")
+MAX_RENDITIONS = 6
 
-    def parse(text: str) -> int:
-        value = bounded(text)
-        if value % 2:
-            raise ConfigError(f"expected an even number (4:2:0 video), got {value}")
-        return value
 
-    return parse
+def _ladder(text: str) -> tuple[Rendition, ...]:
+    """`name:WxH:kbps,...`, largest first, e.g. `720p:1280x720:3000,360p:640x360:600`."""
+    renditions = []
+    for item in text.split(","):
+        match = _RENDITION.match(item.strip())
+        if not match:
+            raise ConfigError(f"expected name:WIDTHxHEIGHT:KBPS items separated by commas, got {item.strip()!r}")
+        name, width, height, kbps = match.group(1), *map(int, match.groups()[1:])
+        if width % 2 or height % 2 or not (64 <= width <= 3840 and 64 <= height <= 2160):
+            raise ConfigError(f"{name}: size must be even and within 64x64–3840x2160, got {width}x{height}")
+        if not 100 <= kbps <= 50_000:
+            raise ConfigError(f"{name}: bitrate must be 100–50000 kbit/s, got {kbps}")
+        renditions.append(Rendition(name, width, height, kbps * 1000))
+    if len(renditions) > MAX_RENDITIONS:
+        raise ConfigError(f"at most {MAX_RENDITIONS} renditions, got {len(renditions)}")
+    if len({r.name for r in renditions}) != len(renditions):
+        raise ConfigError("rendition names must be unique")
+    if any(a.width * a.height < b.width * b.height for a, b in zip(renditions, renditions[1:])):
+        raise ConfigError("list renditions from the largest to the smallest")
+    return tuple(renditions)
+
+
+def _image_path(text: str) -> Path | None:
+    if not text:
+        return None
+    path = Path(text)
+    if not path.is_file():
+        raise ConfigError(f"no such image file: {text}")
+    return path
 
 
 def _text(max_length: int) -> Callable[[str], str]:
@@ -99,6 +127,8 @@ class Option:
     help: str
     metavar: str | None = None
     is_flag: bool = False
+    show: Callable[[Any], str] = str
+
 
     @property
     def attribute(self) -> str:
@@ -119,13 +149,17 @@ EVENT_OPTIONS = (
 )
 
 MEDIA_OPTIONS = (
-    Option("width", _even_int(64, 3840), 1280, "video width in pixels", "PX"),
-    Option("height", _even_int(64, 2160), 720, "video height in pixels", "PX"),
+    Option("ladder", _ladder, DEFAULT_LADDER,
+           "renditions as name:WIDTHxHEIGHT:KBPS, largest first; the first sets the program size", "LIST",
+           show=lambda ladder: ",".join(f"{r.name}:{r.width}x{r.height}:{r.bitrate // 1000}" for r in ladder)),
     Option("fps", _bounded_int(1, 60), 30, "frames per second", "N"),
-    Option("video-bitrate", _bounded_int(100, 50_000), 3000, "H.264 bitrate in kbit/s (also the VBV peak)", "KBPS"),
     Option("audio-bitrate", _bounded_int(32, 320), 128, "AAC bitrate in kbit/s", "KBPS"),
     Option("segment-duration", _bounded_float(1.0, 10.0), 2.0, "HLS segment duration in seconds (= GOP length)", "S"),
     Option("playlist-window", _bounded_int(3, 60), 6, "segments listed in each media playlist", "N"),
+    Option("slate-text", _text(200), DEFAULT_TEXT, "text of the standby card shown while no publisher is live", "TEXT"),
+    Option("slate-image", _image_path, None, "background image of the standby card (PNG/JPEG)", "PATH",
+           show=lambda path: str(path) if path else "a plain dark card"),
+    Option("stall-timeout", _bounded_float(0.1, 10.0), 0.5, "seconds without ingest frames before the slate takes over", "S"),
 )
 
 DEMO_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS
@@ -139,13 +173,14 @@ class DemoConfig:
     access_log: bool
     title: str
     description: str
-    width: int
-    height: int
+    ladder: tuple[Rendition, ...]
     fps: int
-    video_bitrate: int
     audio_bitrate: int
     segment_duration: float
     playlist_window: int
+    slate_text: str
+    slate_image: Path | None
+    stall_timeout: float
 
     def __post_init__(self) -> None:
         frames = self.fps * self.segment_duration

@@ -45,3 +45,38 @@ HTTP_REQUEST_SECONDS = Histogram(
 HTTP_RESPONSE_BYTES = Counter(
     "launchkit_http_response_bytes", "Response body bytes sent", ["route"]
 )
+INGEST_CONNECTIONS = Counter(
+    "launchkit_ingest_connections", "Publisher sessions accepted", ["protocol", "role"]
+)
+INGEST_REJECTED = Counter(
+    "launchkit_ingest_rejected", "Publisher attempts refused before any media was accepted",
+    ["protocol", "reason"],  # reason: bad_key, busy, bad_request, unsupported
+)
+INGEST_BYTES = Counter(
+    "launchkit_ingest_bytes", "Bytes received from publishers (rate() gives the ingest bitrate)", ["role"]
+)
+INGEST_FRAMES = Counter(
+    "launchkit_ingest_frames", "Video frames decoded from publishers", ["role"]
+)
+INGEST_FRAMES_DROPPED = Counter(
+    "launchkit_ingest_frames_dropped", "Publisher frames not used because they arrived faster than the program rate",
+    ["role"],
+)
+INGEST_FPS = Gauge(
+    "launchkit_ingest_fps", "Video frames received from the publisher over the last second", ["role"]
+)
+INGEST_KEYFRAME_INTERVAL = Gauge(
+    "launchkit_ingest_keyframe_interval_seconds", "Seconds between the publisher's last two keyframes", ["role"]
+)
+INGEST_CONNECTED = Gauge(
+    "launchkit_ingest_connected", "1 while a publisher holds the role", ["role"]
+)
+PROGRAM_ON_AIR = Gauge(
+    "launchkit_program_on_air", "1 for the source currently on air (primary, backup or slate)", ["source"]
+)
+SLATE_SWITCHES = Counter(
+    "launchkit_slate_switches", "Times the slate took over from a publisher"
+)
+EVENT_STATE = Gauge(
+    "launchkit_event_state", "1 for the event's current state", ["state"]
+)

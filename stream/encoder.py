@@ -1,31 +1,23 @@
-"""Encode once: one H.264 encoder per rendition and one AAC encoder, shared by every consumer.
+"""Encoders: H.264 (libx264) for a video rendition, AAC for the program audio.
 
-Everything here runs on worker threads (PyAV releases the GIL while encoding); packets reach
-the event loop through the packet bus.
+They run on the ladder's worker threads (PyAV releases the GIL while encoding).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import queue
-import threading
-import time
 from dataclasses import dataclass
 from fractions import Fraction
 
 import av
+import av.video.reformatter
 from av.codec.context import Flags
 from av.video.frame import PictureType
 
-from launchkit import metrics
-from stream.bus import PacketBus
 from stream.codecs.aac import AudioSpecificConfig
 from stream.codecs.h264 import ParameterSets
 from stream.packet import EncodedPacket
 from stream.source import CapturedFrame
-
-log = logging.getLogger(__name__)
 
 VIDEO_TIME_BASE = Fraction(1, 90000)
 
@@ -92,13 +84,17 @@ class VideoEncoder:
         ctx.open()
         self._ctx = ctx
         self.parameter_sets = ParameterSets.from_annexb(ctx.extradata or b"")
+        # Renditions scale the same program frame on their own threads: each needs its own
+        # scaler (PyAV caches one per frame, which must not be shared across threads).
+        self._scaler = av.video.reformatter.VideoReformatter()
         self._last_boundary = -1
         self._frame_duration = round(1 / (settings.fps * VIDEO_TIME_BASE))
 
     def encode(self, captured: CapturedFrame, frame_seconds: float) -> list[EncodedPacket]:
         frame = captured.frame
         if frame.width != self.settings.width or frame.height != self.settings.height or frame.format.name != "yuv420p":
-            frame = frame.reformat(self.settings.width, self.settings.height, "yuv420p")
+            frame = self._scaler.reformat(frame, self.settings.width, self.settings.height, "yuv420p",
+                                          interpolation="BICUBIC")
         boundary = math.floor(frame_seconds / self.settings.keyframe_interval + 1e-6)
         # Sources may tag every frame as I (lavfi, decoders): only boundaries become keyframes.
         frame.pict_type = PictureType.I if boundary != self._last_boundary else PictureType.NONE
@@ -146,77 +142,3 @@ class AudioEncoder:
             pts=packet.pts, dts=packet.dts, duration=packet.duration or 1024,
             time_base=self._ctx.time_base, keyframe=True, wallclock=wallclock,
         )
-
-
-class EncoderWorker:
-    """Runs the encoders of one pipeline on a thread, fed by a bounded frame queue.
-
-    When encoding falls behind, the queue drops the oldest video frame (audio only if no video is
-    queued) so lag stays bounded: viewers see a skipped frame rather than a growing delay.
-    """
-
-    def __init__(self, video: VideoEncoder, audio: AudioEncoder, bus: PacketBus, max_queued_frames: int) -> None:
-        self.video, self.audio, self._bus = video, audio, bus
-        self._queue: queue.Queue[CapturedFrame] = queue.Queue(maxsize=max_queued_frames)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"encoder-{video.settings.rendition}")
-        self._origin: float | None = None
-        self.frames_encoded = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def submit(self, captured: CapturedFrame) -> None:
-        """Called on the source thread."""
-        while True:
-            try:
-                self._queue.put_nowait(captured)
-                return
-            except queue.Full:
-                self._drop_oldest_video()
-
-    def _drop_oldest_video(self) -> None:
-        kept = []
-        dropped = False
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if not dropped and item.is_video:
-                dropped = True
-                metrics.ENCODER_FRAMES_DROPPED.labels(self.video.settings.rendition).inc()
-                continue
-            kept.append(item)
-        if not dropped and kept:
-            kept.pop(0)
-        for item in kept:
-            self._queue.put_nowait(item)
-
-    def _run(self) -> None:
-        rendition = self.video.settings.rendition
-        frames_counter = metrics.ENCODER_FRAMES.labels(rendition)
-        encode_seconds = metrics.ENCODE_SECONDS.labels(rendition)
-        lag = metrics.ENCODER_LAG.labels(rendition)
-        while not self._stop.is_set():
-            try:
-                captured = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if self._origin is None:
-                self._origin = captured.wallclock
-            # Media time is derived from the capture clock, so every encoder of the pipeline
-            # (and every rendition later) agrees on timestamps without sharing state.
-            seconds = captured.wallclock - self._origin
-            if captured.is_video:
-                started = time.perf_counter()
-                packets = self.video.encode(captured, seconds)
-                encode_seconds.observe(time.perf_counter() - started)
-                frames_counter.inc()
-                self.frames_encoded += 1
-                lag.set(max(0.0, time.time() - captured.wallclock))
-            else:
-                packets = self.audio.encode(captured, seconds)
-            self._bus.publish_threadsafe(packets)

@@ -1,20 +1,26 @@
-"""One live stream from source to packager: source thread → encoder thread → packet bus → HLS.
+"""One live stream from ingest to packager:
 
-Start/stop are explicit so the app's startup/cleanup hooks own the threads' whole life.
+    ingests / local sources → Program (frame sync, switcher, slate) → Ladder (encode once per
+    rendition) → PacketBus → HlsPackager
+
+Start/stop are explicit so the app's startup/cleanup hooks own every thread's whole life.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stream.bus import PacketBus, Subscription
-from stream.encoder import AudioEncoder, AudioSettings, EncoderWorker, VideoEncoder, VideoSettings
+from stream.encoder import AudioSettings, VideoSettings
+from stream.ladder import DEFAULT_LADDER, Ladder, Rendition
 from stream.packager import cmaf
 from stream.packager.hls import AUDIO_TRACK_ID, VIDEO_TRACK_ID, HlsPackager, RenditionInfo, RenditionPackager
-from stream.source import Source
+from stream.program import Program, ProgramInput, Role
+from stream.source import CapturedFrame, Source
+from stream.source.slate import Slate, SlateSettings
+from stream.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -31,49 +37,81 @@ def declared_bandwidth(video: VideoSettings, audio: AudioSettings, segment_durat
 
 @dataclass(frozen=True, slots=True)
 class PipelineSettings:
-    video: VideoSettings
-    audio: AudioSettings
-    segment_duration: float
-    playlist_window: int
+    renditions: tuple[Rendition, ...] = DEFAULT_LADDER
+    fps: int = 30
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    segment_duration: float = 2.0
+    playlist_window: int = 6
+    stall_timeout: float = 0.5
+    slate: SlateSettings = field(default_factory=SlateSettings)
+    title: str = ""
+
+
+class LocalSource(Worker):
+    """Runs a `Source` (test card, looped file) on its own thread as a publisher of the program."""
+
+    def __init__(self, source: Source, target: ProgramInput) -> None:
+        super().__init__(f"source-{source.name}")
+        self.source, self.target = source, target
+
+    def _emit(self, captured: CapturedFrame) -> None:
+        if captured.is_video:
+            self.target.push_video(captured.frame)
+        else:
+            self.target.push_audio(captured.frame)
+
+    def run(self) -> None:
+        try:
+            self.source.run(self._emit, self.stopping)
+        finally:
+            self.target.release()
 
 
 class Pipeline:
-    def __init__(self, source: Source, settings: PipelineSettings, loop: asyncio.AbstractEventLoop) -> None:
-        self.source = source
+    def __init__(self, settings: PipelineSettings, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.bus = PacketBus(loop)
-        video, audio = VideoEncoder(settings.video), AudioEncoder(settings.audio)
-        self.encoder = EncoderWorker(video, audio, self.bus, max_queued_frames=2 * settings.video.fps)
-        self.hls = HlsPackager([self._rendition_packager(video, audio)])
+        self.ladder = Ladder(settings.renditions, settings.fps, settings.segment_duration, settings.audio, self.bus)
+        self.hls = HlsPackager([self._rendition_packager(e.settings) for e in self.ladder.video_encoders])
+        top = settings.renditions[0]
+        self.slate = Slate(top.width, top.height, settings.slate, settings.title)
+        self.program = Program(top.width, top.height, settings.fps, self.ladder.submit, self.slate.frame,
+                               settings.stall_timeout)
+        self._local_sources: list[LocalSource] = []
         self._subscription: Subscription | None = None
-        self._stop = threading.Event()
-        self._source_thread = threading.Thread(target=self._run_source, name=f"source-{source.name}")
 
-    def _rendition_packager(self, video: VideoEncoder, audio: AudioEncoder) -> RenditionPackager:
-        v, a = self.settings.video, self.settings.audio
-        peak, average = declared_bandwidth(v, a, self.settings.segment_duration)
+    def _rendition_packager(self, video: VideoSettings) -> RenditionPackager:
+        audio = self.ladder.audio_encoder
+        peak, average = declared_bandwidth(video, self.settings.audio, self.settings.segment_duration)
         info = RenditionInfo(
-            name=v.rendition, width=v.width, height=v.height, fps=v.fps, bandwidth=peak, average_bandwidth=average,
+            name=video.rendition, width=video.width, height=video.height, fps=video.fps,
+            bandwidth=peak, average_bandwidth=average,
         )
-        video_track = cmaf.VideoTrack(VIDEO_TRACK_ID, 90000, v.width, v.height, video.parameter_sets)
+        encoder = next(e for e in self.ladder.video_encoders if e.settings is video)
+        video_track = cmaf.VideoTrack(VIDEO_TRACK_ID, 90000, video.width, video.height, encoder.parameter_sets)
         audio_track = cmaf.AudioTrack(AUDIO_TRACK_ID, audio.config)
-        return RenditionPackager(info, video_track, audio_track, self.settings.segment_duration, self.settings.playlist_window)
+        return RenditionPackager(info, video_track, audio_track, self.settings.segment_duration,
+                                 self.settings.playlist_window)
+
+    def add_local_source(self, source: Source, role: Role = "primary") -> LocalSource:
+        local = LocalSource(source, self.program.claim(role, source.name, "local"))
+        self._local_sources.append(local)
+        return local
+
+    def _workers(self) -> list[Worker]:
+        return [*self.ladder.all_workers, self.program, *self._local_sources]
 
     def start(self) -> None:
         self._subscription = self.bus.subscribe(self.hls.on_packet)
-        self.encoder.start()
-        self._source_thread.start()
+        for worker in self._workers():
+            worker.start()
 
     def stop(self, timeout: float = 1.0) -> None:
-        self._stop.set()
-        if self._source_thread.is_alive():
-            self._source_thread.join(timeout)
-        self.encoder.stop(timeout)
+        """Stop every thread at once, then wait: shutdown takes the slowest thread's time, not the sum."""
+        workers = self._workers()
+        for worker in reversed(workers):
+            worker.request_stop()
+        for worker in reversed(workers):
+            worker.join(timeout)
         if self._subscription:
             self._subscription.close()
-
-    def _run_source(self) -> None:
-        try:
-            self.source.run(self.encoder.submit, self._stop)
-        except Exception:
-            log.exception("source %s failed", self.source.name)

@@ -59,7 +59,7 @@ def test_embed_plays_without_the_page_chrome(demo, browser):
 
 def test_page_opened_before_the_start_begins_playing_by_itself(browser, tmp_path):
     # A viewer who arrives early: the page says so, then starts without a reload.
-    demo = start_demo("--width", "640", "--height", "360", "--fps", "15", "--segment-duration", "4",
+    demo = start_demo("--ladder", "360p:640x360:600", "--fps", "15", "--segment-duration", "4",
                       log_dir=tmp_path, wait_for_media=False)
     try:
         page = browser.new_page()

@@ -14,7 +14,7 @@ from launchkit.config import DEMO_OPTIONS, env_name
 from loadtests.target import launchkit_command, start_demo
 from tests.conftest import fetch
 
-SMALL = ("--width", "320", "--height", "180", "--fps", "15", "--segment-duration", "1")
+SMALL = ("--ladder", "180p:320x180:300", "--fps", "15", "--segment-duration", "1")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
@@ -39,7 +39,10 @@ def test_help_documents_every_option_and_its_variable():
         (("--port", "70000"), "--port"),
         (("--port", "http"), "--port"),
         (("--fps", "0"), "--fps"),
-        (("--width", "641"), "even"),
+        (("--ladder", "big:641x360:300"), "even"),
+        (("--ladder", "360p:640x360:600,720p:1280x720:3000"), "largest"),
+        (("--ladder", "720p"), "name:WIDTHxHEIGHT:KBPS"),
+        (("--slate-image", "/nonexistent.png"), "no such image"),
         (("--segment-duration", "1.5", "--fps", "25"), "whole number of frames"),
         (("--log-level", "loud"), "--log-level"),
         (("--no-such-option",), "unrecognized"),

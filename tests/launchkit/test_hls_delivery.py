@@ -42,24 +42,40 @@ def test_ffprobe_decodes_six_seconds_of_h264_and_aac(demo):
     assert {s["codec_name"] for s in json.loads(probe.stdout)["streams"]} == {"h264", "aac"}
 
 
-def test_every_segment_in_the_window_starts_with_a_keyframe(demo, tmp_path):
-    base, playlist = _media_playlist(demo)
-    init_uri = re.search(r'#EXT-X-MAP:URI="([^"]+)"', playlist).group(1)
-    _, _, init = fetch(f"{base}/{init_uri}")
-    segments = [line for line in playlist.splitlines() if line.endswith(".m4s")]
-    assert len(segments) >= 3
-    for uri in segments:
-        status, _, data = fetch(f"{base}/{uri}")
-        assert status == 200
-        path = tmp_path / uri
-        path.write_bytes(init + data)
-        result = subprocess.run(
-            ["ffprobe", "-v", "error", "-select_streams", "v", "-show_frames", "-read_intervals", "%+#1",
-             "-show_entries", "frame=key_frame,pict_type", "-of", "json", str(path)],
-            capture_output=True, text=True, timeout=30,
-        )
-        first = json.loads(result.stdout)["frames"][0]
-        assert (first["key_frame"], first["pict_type"]) == (1, "I"), uri
+def _first_video_frame(path) -> dict:
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_frames", "-read_intervals", "%+#1",
+         "-show_entries", "frame=key_frame,pict_type,pts", "-of", "json", str(path)],
+        capture_output=True, text=True, timeout=30,
+    )
+    return json.loads(result.stdout)["frames"][0]
+
+
+def test_every_segment_of_every_rendition_starts_with_an_idr_at_the_same_pts(demo, tmp_path):
+    _, _, multivariant = fetch(demo.url + "/hls/index.m3u8")
+    renditions = [line.split("/")[0] for line in multivariant.decode().splitlines() if line.endswith("index.m3u8")]
+    assert renditions == ["720p", "480p", "360p"]
+    starts: dict[str, dict[str, int]] = {}
+    for rendition in renditions:
+        base = f"{demo.url}/hls/{rendition}"
+        _, _, playlist = fetch(f"{base}/index.m3u8")
+        playlist = playlist.decode()
+        init_uri = re.search(r'#EXT-X-MAP:URI="([^"]+)"', playlist).group(1)
+        _, _, init = fetch(f"{base}/{init_uri}")
+        starts[rendition] = {}
+        for uri in [line for line in playlist.splitlines() if line.endswith(".m4s")][:4]:
+            status, _, data = fetch(f"{base}/{uri}")
+            assert status == 200
+            path = tmp_path / f"{rendition}-{uri}"
+            path.write_bytes(init + data)
+            first = _first_video_frame(path)
+            assert (first["key_frame"], first["pict_type"]) == (1, "I"), (rendition, uri)
+            starts[rendition][uri] = first["pts"]
+    # The same segment number starts at the same PTS in every rendition: players switch cleanly.
+    common = set.intersection(*(set(s) for s in starts.values()))
+    assert len(common) >= 3
+    for uri in common:
+        assert len({starts[r][uri] for r in renditions}) == 1, uri
 
 
 def test_media_sequence_advances_in_real_time(demo):

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from launchkit import middleware
 from launchkit.app import create_demo_app
 from launchkit.config import DemoConfig
+from stream.ladder import Rendition
 from tests.conftest import raw_get
 
 _file_access: list[tuple] = []
@@ -42,10 +43,14 @@ BAD_TARGETS = [
 ]
 
 
+MEDIA_THREADS = ("source-", "encoder-", "program")
+
+
 def small_config(**overrides) -> DemoConfig:
     values = dict(
         host="127.0.0.1", port=0, log_level="info", access_log=False, title="Test", description="Test event",
-        width=320, height=180, fps=15, video_bitrate=300, audio_bitrate=64, segment_duration=1.0, playlist_window=3,
+        ladder=(Rendition("180p", 320, 180, 300_000),), fps=15, audio_bitrate=64, segment_duration=1.0,
+        playlist_window=3, slate_text="Back soon", slate_image=None, stall_timeout=0.5,
     )
     return DemoConfig(**{**values, **overrides})
 
@@ -110,8 +115,8 @@ async def test_page_renders_with_a_clear_message_before_the_stream_is_up(client)
 async def test_no_media_thread_survives_cleanup():
     async with TestClient(TestServer(create_demo_app(small_config()))) as test_client:
         assert (await test_client.get("/healthz")).status == 200
-        assert any(t.name.startswith(("source-", "encoder-")) for t in threading.enumerate())
-    assert not any(t.name.startswith(("source-", "encoder-")) for t in threading.enumerate())
+        assert any(t.name.startswith(MEDIA_THREADS) for t in threading.enumerate())
+    assert not any(t.name.startswith(MEDIA_THREADS) for t in threading.enumerate())
 
 
 async def test_the_file_access_probe_does_see_file_reads(client):

@@ -1,0 +1,118 @@
+"""The ABR ladder: the program is encoded once per rendition (and its audio once), each on its
+own thread, and every packet goes to the bus.
+
+Media time comes from the program clock (`CapturedFrame.wallclock`), computed once per frame
+here, so renditions agree on timestamps and their keyframes (forced on segment boundaries by
+timestamp) line up exactly.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from launchkit import metrics
+from stream.bus import PacketBus
+from stream.encoder import AudioEncoder, AudioSettings, VideoEncoder, VideoSettings
+from stream.packet import EncodedPacket
+from stream.source import CapturedFrame
+from stream.worker import Worker
+
+
+@dataclass(frozen=True, slots=True)
+class Rendition:
+    name: str
+    width: int
+    height: int
+    bitrate: int
+
+
+DEFAULT_LADDER = (
+    Rendition("720p", 1280, 720, 3_000_000),
+    Rendition("480p", 854, 480, 1_200_000),
+    Rendition("360p", 640, 360, 600_000),
+)
+
+
+class _Encoder(Protocol):
+    def encode(self, captured: CapturedFrame, frame_seconds: float) -> list[EncodedPacket]: ...
+
+
+class EncoderWorker(Worker):
+    """One encoder on one thread behind a bounded queue.
+
+    A video worker that falls behind drops its oldest queued frame (counted), so lag stays
+    bounded: viewers see a skipped frame rather than a growing delay. Audio is never dropped.
+    """
+
+    def __init__(self, name: str, encoder: _Encoder, bus: PacketBus, max_queued: int, *, video: bool) -> None:
+        super().__init__(f"encoder-{name}")
+        self.rendition, self.encoder, self._bus, self._video = name, encoder, bus, video
+        self._queue: queue.Queue[tuple[CapturedFrame, float]] = queue.Queue(maxsize=max_queued)
+        self.frames_encoded = 0
+
+    def submit(self, captured: CapturedFrame, seconds: float) -> None:
+        while True:
+            try:
+                self._queue.put_nowait((captured, seconds))
+                return
+            except queue.Full:
+                if not self._video:
+                    self._queue.get()  # audio queue full means the process is stalling: keep the newest
+                    continue
+                try:
+                    self._queue.get_nowait()
+                    metrics.ENCODER_FRAMES_DROPPED.labels(self.rendition).inc()
+                except queue.Empty:
+                    pass
+
+    def run(self) -> None:
+        frames = metrics.ENCODER_FRAMES.labels(self.rendition) if self._video else None
+        encode_seconds = metrics.ENCODE_SECONDS.labels(self.rendition) if self._video else None
+        lag = metrics.ENCODER_LAG.labels(self.rendition) if self._video else None
+        while not self.stopping.is_set():
+            try:
+                captured, seconds = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            started = time.perf_counter()
+            packets = self.encoder.encode(captured, seconds)
+            if self._video:
+                encode_seconds.observe(time.perf_counter() - started)
+                frames.inc()
+                lag.set(max(0.0, time.time() - captured.wallclock))
+                self.frames_encoded += 1
+            self._bus.publish_threadsafe(packets)
+
+
+class Ladder:
+    def __init__(self, renditions: tuple[Rendition, ...], fps: int, keyframe_interval: float,
+                 audio: AudioSettings, bus: PacketBus) -> None:
+        self.video_encoders = [
+            VideoEncoder(VideoSettings(r.name, r.width, r.height, fps, r.bitrate, keyframe_interval))
+            for r in renditions
+        ]
+        self.audio_encoder = AudioEncoder(audio)
+        self.workers = [
+            EncoderWorker(e.settings.rendition, e, bus, max_queued=max(2, fps // 2), video=True)
+            for e in self.video_encoders
+        ]
+        self._audio_worker = EncoderWorker("audio", self.audio_encoder, bus, max_queued=4 * fps, video=False)
+        self._origin: float | None = None
+
+    @property
+    def all_workers(self) -> list[EncoderWorker]:
+        return [*self.workers, self._audio_worker]
+
+    def submit(self, captured: CapturedFrame) -> None:
+        """Called on the program thread for every frame of the program output."""
+        if self._origin is None:
+            self._origin = captured.wallclock
+        seconds = captured.wallclock - self._origin
+        if captured.is_video:
+            for worker in self.workers:
+                worker.submit(captured, seconds)
+        else:
+            self._audio_worker.submit(captured, seconds)
