@@ -19,6 +19,7 @@ from typing import Callable, Literal
 
 import av
 
+from launchkit import metrics
 from stream.source import CapturedFrame, FrameSink
 from stream.worker import Worker
 
@@ -82,11 +83,13 @@ class ProgramInput:
         with self._lock:
             if self._video is not None and now - self._video_fresh_at < 0.5 / self._program.fps:
                 self.stats.frames_dropped += 1  # faster than the program rate: only the newest counts
+                metrics.INGEST_FRAMES_DROPPED.labels(self.role).inc()
             self._video = frame
             self._video_fresh_at = now
             self._recent_frames.append(now)
             stats = self.stats
             stats.frames += 1
+            metrics.INGEST_FRAMES.labels(self.role).inc()
             stats.width, stats.height = frame.width, frame.height
             stats.last_frame_at = time.time()
             if frame.key_frame:
@@ -107,6 +110,7 @@ class ProgramInput:
     def count_bytes(self, count: int) -> None:
         with self._lock:
             self.stats.bytes += count
+        metrics.INGEST_BYTES.labels(self.role).inc(count)
 
     def set_codecs(self, video: str | None = None, audio: str | None = None) -> None:
         with self._lock:
@@ -148,6 +152,13 @@ class Program(Worker):
         self.on_air: str = "slate"
         self.on_air_changed_at = time.time()
         self.on_switch: Callable[[str, str], None] | None = None
+        for role in ROLES:
+            metrics.INGEST_CONNECTED.labels(role).set_function(lambda role=role: float(self._slot(role) is not None))
+            metrics.INGEST_FPS.labels(role).set_function(lambda role=role: self._slot_value(role, ProgramInput.fps))
+            metrics.INGEST_KEYFRAME_INTERVAL.labels(role).set_function(
+                lambda role=role: self._slot_value(role, lambda i: i.stats.keyframe_interval or 0.0)
+            )
+        self._publish_on_air()
 
     def claim(self, role: Role, protocol: str, remote: str) -> ProgramInput:
         with self._slots_lock:
@@ -160,7 +171,17 @@ class Program(Worker):
             program_input = ProgramInput(self, role, protocol, remote)
             self._slots[role] = program_input
         log.info("%s publisher connected over %s from %s", role, protocol, remote)
+        metrics.INGEST_CONNECTIONS.labels(protocol, role).inc()
         return program_input
+
+    def _slot(self, role: Role) -> ProgramInput | None:
+        with self._slots_lock:
+            current = self._slots[role]
+        return current if current is not None and not current.closed else None
+
+    def _slot_value(self, role: Role, read: Callable[[ProgramInput], float]) -> float:
+        current = self._slot(role)
+        return read(current) if current is not None else 0.0
 
     def inputs(self) -> list[ProgramInput]:
         with self._slots_lock:
@@ -201,8 +222,16 @@ class Program(Worker):
             previous, self.on_air = self.on_air, source
             self.on_air_changed_at = time.time()
             log.info("on air: %s (was %s)", source, previous)
+            self._publish_on_air()
+            if source == "slate":
+                metrics.SLATE_SWITCHES.inc()
             if self.on_switch:
                 self.on_switch(previous, source)
+
+
+    def _publish_on_air(self) -> None:
+        for source in (*ROLES, "slate"):
+            metrics.PROGRAM_ON_AIR.labels(source).set(1.0 if source == self.on_air else 0.0)
 
 
 def _silence(samples: int) -> av.AudioFrame:
