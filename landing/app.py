@@ -15,7 +15,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from launchkit.config import DemoConfig
+from launchkit.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +25,15 @@ HLSJS = "vendor/hls.min.js"
 PAGE_CACHE = "public, max-age=5, stale-while-revalidate=30, stale-if-error=600"
 
 
-class StreamState(Protocol):
-    def is_live(self) -> bool: ...
+class StatusSource(Protocol):
+    def status(self) -> dict: ...
 
 
 class LandingPage:
     static_dir = STATIC_DIR
 
-    def __init__(self, config: DemoConfig, state: StreamState) -> None:
-        self._config, self._state = config, state
+    def __init__(self, config: Config, status: StatusSource) -> None:
+        self._config, self._status = config, status
         self._versions = {
             path.relative_to(STATIC_DIR).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()[:10]
             for path in STATIC_DIR.rglob("*") if path.is_file()
@@ -52,10 +52,14 @@ class LandingPage:
         return f"/static/{name}?v={version}" if version else None
 
     def _context(self) -> dict:
+        status = self._status.status()
         return {
             "title": self._config.title,
             "description": self._config.description,
-            "live": self._state.is_live(),
+            "state": status["event"]["state"],
+            "start_at": status["event"]["start_at"],
+            "live": status["stream"]["live"],
+            "replay": status["replay"]["available"],
             "asset": self.asset,
             "hls_url": "/hls/index.m3u8",
             "status_url": "/api/status",

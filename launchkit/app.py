@@ -1,31 +1,39 @@
-"""App assembly per role. This module is the one place where the public URL contract is routed."""
+"""App assembly per role (demo, origin). This module is the one place where the public URL
+contract is routed and where every component's start and stop are ordered."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
 from landing.app import LandingPage
 from launchkit import middleware
-from launchkit.config import DemoConfig
+from launchkit.auth import Tokens
+from launchkit.config import Config
+from launchkit.event import EventStore, State
+from launchkit.ops import OpsConsole
 from launchkit.status import StatusHandlers
 from stream.encoder import AudioSettings
-from stream.packager.http import HlsHandlers
+from stream.packager.http import HlsHandlers, ReplayHandlers
 from stream.pipeline import Pipeline, PipelineSettings
+from stream.recorder import Recorder
+from stream.source import Source
+from stream.source.file import LoopedFile
 from stream.source.slate import SlateSettings
 from stream.source.testcard import TestCard, TestCardSettings
 
 log = logging.getLogger(__name__)
 
-PIPELINE = web.AppKey("pipeline", Pipeline)
 # The wider of the two patterns is bounded too: names longer than this are 404 by routing alone.
 RENDITION = r"{rendition:[a-z0-9_-]{1,32}}"
 MEDIA_NAME = r"{name:[a-z0-9][a-z0-9.-]{0,63}}"
 
 
-def pipeline_settings(config: DemoConfig) -> PipelineSettings:
+def pipeline_settings(config: Config) -> PipelineSettings:
     return PipelineSettings(
         renditions=config.ladder,
         fps=config.fps,
@@ -38,21 +46,80 @@ def pipeline_settings(config: DemoConfig) -> PipelineSettings:
     )
 
 
-def create_demo_app(config: DemoConfig) -> web.Application:
-    """Everything in one process, fed by the test card. Call from inside the running event loop."""
+def local_source(name: str, config: Config) -> Source:
+    if name == "testcard":
+        top = config.ladder[0]
+        return TestCard(TestCardSettings(top.width, top.height, config.fps, config.title))
+    return LoopedFile(Path(name))
+
+
+@dataclass
+class Services:
+    """Everything one process runs, built once per app."""
+
+    config: Config
+    tokens: Tokens
+    pipeline: Pipeline
+    events: EventStore
+    recorder: Recorder | None
+    hls: HlsHandlers = field(init=False)
+    ops: OpsConsole = field(init=False)
+
+    def replay_available(self) -> bool:
+        return (self.recorder is not None and self.events.event.state is State.ENDED
+                and bool(self.recorder.renditions()))
+
+    def publish_urls(self, request: web.Request) -> dict:
+        host = self.config.advertised_host
+        token = self.tokens.publish
+        return {
+            "token": token,
+            "whip": f"{request.scheme}://{request.host}/whip",
+            "rtmp": f"rtmp://{host}:{self.config.rtmp_port}/live/{token}" if self.config.rtmp_port is not None else None,
+            "srt": (f"srt://{host}:{self.config.srt_port}?passphrase={token}&pbkeylen=16"
+                    if self.config.srt_port is not None else None),
+        }
+
+    async def on_event_changed(self) -> None:
+        state = self.events.event.state
+        if self.recorder is not None:
+            self.recorder.recording = state is State.LIVE
+            if state is State.ENDED:
+                await asyncio.to_thread(self.recorder.flush)
+        log.info("event is %s", state.value)
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def create_app(config: Config, tokens: Tokens) -> web.Application:
+    """Build the app for `config.role`. Call from inside the running event loop."""
     pipeline = Pipeline(pipeline_settings(config), asyncio.get_running_loop())
-    top = config.ladder[0]
-    pipeline.add_local_source(TestCard(TestCardSettings(top.width, top.height, config.fps, config.title)))
-    hls = HlsHandlers(pipeline.hls)
-    status = StatusHandlers(config, pipeline, hls)
+    if config.source:
+        pipeline.add_local_source(local_source(config.source, config), "primary")
+    if config.backup_source:
+        pipeline.add_local_source(local_source(config.backup_source, config), "backup")
+    events = EventStore.open(config.data_dir, config.start_at, live=config.role == "demo")
+    recorder = Recorder(config.data_dir / "recording") if config.data_dir else None
+    services = Services(config, tokens, pipeline, events, recorder)
+    services.ops = OpsConsole(services)
+    services.hls = HlsHandlers(
+        pipeline.hls, lambda request: events.event.state is State.LIVE or services.ops.is_operator(request)
+    )
+    if recorder is not None:
+        for rendition in pipeline.hls.renditions.values():
+            rendition.segment_listeners.append(recorder.on_segment)
+    replay = ReplayHandlers(recorder, pipeline.hls, services.replay_available) if recorder else None
+    status = StatusHandlers(services)
     landing = LandingPage(config, status)
 
     app = web.Application(middlewares=[middleware.observe], client_max_size=64 * 1024)
-    app[PIPELINE] = pipeline
+    app[SERVICES] = services
     landing.setup(app)
     app.on_response_prepare.append(middleware.count_response_bytes)
-    app.on_startup.append(_start_pipeline)
-    app.on_cleanup.append(_stop_pipeline)
+    app.on_startup.append(_start)
+    app.on_cleanup.append(_stop)
+    hls = services.hls
     app.add_routes([
         web.get("/", landing.index),
         web.get("/embed", landing.embed),
@@ -61,17 +128,36 @@ def create_demo_app(config: DemoConfig) -> web.Application:
         web.get("/hls/index.m3u8", hls.multivariant),
         web.get(f"/hls/{RENDITION}/index.m3u8", hls.media_playlist),
         web.get(f"/hls/{RENDITION}/{MEDIA_NAME}", hls.media),
+        web.get("/ops", services.ops.console),
+        web.post("/ops/login", services.ops.login),
+        web.post("/ops/logout", services.ops.logout),
+        web.get("/ops/publish", services.ops.publish_page),
+        web.get("/api/ops/status", services.ops.api_status),
+        web.post("/api/ops/event", services.ops.api_event),
         web.get("/metrics", status.metrics),
         web.get("/healthz", status.healthz),
         web.get("/readyz", status.readyz),
     ])
+    if replay is not None:
+        app.add_routes([
+            web.get("/replay/index.m3u8", replay.multivariant),
+            web.get(f"/replay/{RENDITION}/index.m3u8", replay.media_playlist),
+            web.get(f"/replay/{RENDITION}/{MEDIA_NAME}", replay.media),
+        ])
     return app
 
 
-async def _start_pipeline(app: web.Application) -> None:
-    app[PIPELINE].start()
+async def _start(app: web.Application) -> None:
+    services = app[SERVICES]
+    if services.recorder is not None:
+        services.recorder.start()
+    services.pipeline.start()
+    await services.on_event_changed()
 
 
-async def _stop_pipeline(app: web.Application) -> None:
+async def _stop(app: web.Application) -> None:
+    services = app[SERVICES]
     # Joining threads blocks: do it off the event loop so in-flight responses can finish.
-    await asyncio.to_thread(app[PIPELINE].stop, 1.0)
+    await asyncio.to_thread(services.pipeline.stop, 1.0)
+    if services.recorder is not None:
+        await asyncio.to_thread(services.recorder.stop, 1.0)

@@ -5,11 +5,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from typing import Any, NoReturn, Sequence
 
-from launchkit import __version__
-from launchkit.config import DEMO_OPTIONS, ConfigError, DemoConfig, Option, env_defaults, env_name
+from launchkit import __version__, control
+from launchkit.auth import MAX_TOKEN_LENGTH, MIN_TOKEN_LENGTH, Tokens
+from launchkit.config import (
+    DEMO_OPTIONS,
+    ORIGIN_OPTIONS,
+    Config,
+    ConfigError,
+    Option,
+    env_defaults,
+    env_name,
+)
 
 EXIT_RUNTIME_ERROR, EXIT_USAGE = 1, 2
 
@@ -46,6 +56,18 @@ def _add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], f
             )
 
 
+ROLES = {
+    "demo": (DEMO_OPTIONS, "all-in-one on this machine with a live test card",
+             "Run everything in one process: the test card is encoded once per rendition, packaged as HLS "
+             "and played on the landing page."),
+    "origin": (ORIGIN_OPTIONS, "production origin: ingest (WHIP, RTMP, SRT), encode, package, record",
+               "The production origin: publishers connect over WHIP, RTMP or SRT; the program (with a slate "
+               "while no one publishes) is encoded once per rendition, packaged as HLS and recorded for the replay. "
+               "Tokens come from LAUNCHKIT_PUBLISH_TOKEN and LAUNCHKIT_OPS_TOKEN."),
+}
+_TOKEN = re.compile(r"^[A-Za-z0-9._~-]+$")
+
+
 def build_parser(from_env: dict[str, Any]) -> argparse.ArgumentParser:
     """The CLI; `from_env` holds the values of LAUNCHKIT_* variables, which become the defaults."""
     parser = _Parser(
@@ -55,19 +77,29 @@ def build_parser(from_env: dict[str, Any]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"launchkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    demo = commands.add_parser(
-        "demo",
-        help="all-in-one on this machine with a live test card",
-        description="Run everything in one process: the test card is encoded once, packaged as HLS "
-                    "and played on the landing page.",
-    )
-    _add_options(demo, DEMO_OPTIONS, from_env)
+    for role, (options, summary, description) in ROLES.items():
+        _add_options(commands.add_parser(role, help=summary, description=description), options, from_env)
+    control.add_parser(commands)
     return parser
+
+
+def tokens_from_env(environ: dict[str, str] | os._Environ[str]) -> Tokens:
+    values = {}
+    for name in ("PUBLISH_TOKEN", "OPS_TOKEN"):
+        value = environ.get(f"LAUNCHKIT_{name}") or None
+        if value is not None and not (MIN_TOKEN_LENGTH <= len(value) <= MAX_TOKEN_LENGTH and _TOKEN.match(value)):
+            raise ConfigError(
+                f"LAUNCHKIT_{name}: use {MIN_TOKEN_LENGTH}–{MAX_TOKEN_LENGTH} characters from A–Z a–z 0–9 . _ ~ - "
+                "(it goes into RTMP/SRT URLs)"
+            )
+        values[name] = value
+    return Tokens.from_values(values["PUBLISH_TOKEN"], values["OPS_TOKEN"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        from_env = env_defaults(DEMO_OPTIONS, os.environ)
+        from_env = env_defaults(ORIGIN_OPTIONS, os.environ)
+        tokens = tokens_from_env(os.environ)
     except ConfigError as error:
         print(f"launchkit: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -76,20 +108,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if args.command == "event":
+        return control.run(args, tokens)
+    options = ROLES[args.command][0]
     try:
-        config = DemoConfig.from_values(vars(args))
+        config = Config.for_role(args.command, {o.attribute: getattr(args, o.attribute) for o in options})
     except ConfigError as error:
         print(f"launchkit {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
     )
-    from launchkit.server import ListenError, run_demo
+    from launchkit.server import ListenError, run
 
     try:
-        run_demo(config)
+        run(config, tokens)
     except ListenError as error:
         print(f"launchkit {args.command}: error: {error}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
     return 0
-

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -135,6 +136,46 @@ class Option:
         return self.name.replace("-", "_")
 
 
+def _port_or_off(text: str) -> int | None:
+    if text.lower() == "off":
+        return None
+    return _bounded_int(0, 65535)(text)
+
+
+def _start_time(text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"expected an ISO 8601 time such as 2026-12-01T14:00:00+01:00, got {text!r}") from None
+    if value.tzinfo is None:
+        raise ConfigError(f"give the start time with its UTC offset (e.g. {text}+01:00 or {text}Z)")
+    return value
+
+
+def _local_source(text: str) -> str | None:
+    """`testcard`, a media file to loop, or `none`."""
+    if text.lower() in ("", "none"):
+        return None
+    if text.lower() == "testcard":
+        return "testcard"
+    if not Path(text).is_file():
+        raise ConfigError(f"expected testcard, none or a media file, got {text!r} (no such file)")
+    return text
+
+
+def _directory(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{text} exists and is not a directory")
+    return path
+
+
+def _show_port(port: int | None) -> str:
+    return "off" if port is None else str(port)
+
+
 SERVER_OPTIONS = (
     Option("host", _host, "127.0.0.1", "address to listen on", "ADDR"),
     Option("port", _bounded_int(0, 65535), 8080, "HTTP port (0 picks a free one)", "PORT"),
@@ -162,11 +203,32 @@ MEDIA_OPTIONS = (
     Option("stall-timeout", _bounded_float(0.1, 10.0), 0.5, "seconds without ingest frames before the slate takes over", "S"),
 )
 
+ORIGIN_OPTIONS = (
+    Option("rtmp-port", _port_or_off, 1935, "RTMP ingest port (rtmp://HOST:PORT/live/<publish token>); off disables",
+           "PORT", show=_show_port),
+    Option("srt-port", _port_or_off, 8890, "SRT ingest port (caller mode, passphrase = publish token); off disables",
+           "PORT", show=_show_port),
+    Option("public-host", _text(253), "", "host name publishers and viewers use, for the URLs the console shows "
+           "(default: --host)", "HOST"),
+    Option("data-dir", _directory, Path("launchkit-data"), "where event state and recordings are kept", "DIR"),
+    Option("start-at", _start_time, None, "announced start time (ISO 8601 with UTC offset): the page counts down to it",
+           "TIME", show=lambda value: value.isoformat() if value else "not announced"),
+    Option("source", _local_source, None, "local primary source: testcard, a media file to loop, or none",
+           "SOURCE", show=lambda value: value or "none"),
+    Option("backup-source", _local_source, None, "local backup source shown instead of the slate: testcard, a file, or none",
+           "SOURCE", show=lambda value: value or "none"),
+)
+
 DEMO_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS
+ORIGIN_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS + ORIGIN_OPTIONS
+ALL_OPTIONS = ORIGIN_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)
-class DemoConfig:
+class Config:
+    """Every option of every role; a role's CLI exposes its subset, the rest keep their defaults."""
+
+    role: str
     host: str
     port: int
     log_level: str
@@ -181,6 +243,13 @@ class DemoConfig:
     slate_text: str
     slate_image: Path | None
     stall_timeout: float
+    rtmp_port: int | None
+    srt_port: int | None
+    public_host: str
+    data_dir: Path | None
+    start_at: datetime | None
+    source: str | None
+    backup_source: str | None
 
     def __post_init__(self) -> None:
         frames = self.fps * self.segment_duration
@@ -190,9 +259,21 @@ class DemoConfig:
                 "a segment must hold a whole number of frames"
             )
 
+    @property
+    def advertised_host(self) -> str:
+        if self.public_host:
+            return self.public_host
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+
     @classmethod
-    def from_values(cls, values: dict[str, Any]) -> DemoConfig:
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
+    def for_role(cls, role: str, values: dict[str, Any]) -> Config:
+        defaults = {option.attribute: option.default for option in ALL_OPTIONS}
+        if role == "demo":
+            # Everything in one process on this machine: the card is the publisher, no ingest
+            # ports, nothing written to disk.
+            defaults.update(source="testcard", rtmp_port=None, srt_port=None, data_dir=None)
+        merged = {**defaults, **values, "role": role}
+        return cls(**{f.name: merged[f.name] for f in fields(cls)})
 
 
 def env_defaults(options: tuple[Option, ...], environ: os._Environ[str] | dict[str, str]) -> dict[str, Any]:

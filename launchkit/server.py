@@ -14,8 +14,9 @@ import socket
 
 from aiohttp import web
 
-from launchkit.app import create_demo_app
-from launchkit.config import DemoConfig
+from launchkit.app import create_app
+from launchkit.auth import Tokens
+from launchkit.config import Config
 
 log = logging.getLogger("launchkit")
 
@@ -40,13 +41,13 @@ def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def run_demo(config: DemoConfig) -> None:
+def run(config: Config, tokens: Tokens) -> None:
     sock = listen(config.host, config.port)
-    asyncio.run(_serve(sock, config))
+    asyncio.run(_serve(sock, config, tokens))
 
 
-async def _serve(sock: socket.socket, config: DemoConfig) -> None:
-    app = create_demo_app(config)
+async def _serve(sock: socket.socket, config: Config, tokens: Tokens) -> None:
+    app = create_app(config, tokens)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -58,7 +59,7 @@ async def _serve(sock: socket.socket, config: DemoConfig) -> None:
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()
-        _announce(config, sock.getsockname()[1])
+        _announce(config, tokens, sock.getsockname()[1])
         await stopping.wait()
         log.info("shutting down")
     finally:
@@ -66,16 +67,28 @@ async def _serve(sock: socket.socket, config: DemoConfig) -> None:
     log.info("stopped")
 
 
-def _announce(config: DemoConfig, port: int) -> None:
-    host = config.host
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
-    base = f"http://{_authority(host, port)}"
-    log.info(
-        "Launchkit demo is up (Ctrl-C stops it):\n"
-        "  landing page   %s/\n"
-        "  HLS playlist   %s/hls/index.m3u8\n"
-        "  status (JSON)  %s/api/status\n"
-        "  metrics        %s/metrics",
-        base, base, base, base,
-    )
+def _announce(config: Config, tokens: Tokens, port: int) -> None:
+    base = f"http://{_authority(config.advertised_host, port)}"
+    lines = [
+        f"Launchkit {config.role} is up (Ctrl-C stops it):",
+        f"  landing page      {base}/",
+        f"  HLS playlist      {base}/hls/index.m3u8",
+        f"  status (JSON)     {base}/api/status",
+        f"  operator console  {base}/ops",
+        f"  metrics           {base}/metrics",
+    ]
+    if config.role != "demo":
+        lines.append(f"  WHIP ingest       {base}/whip  (Authorization: Bearer <publish token>)")
+        if config.rtmp_port is not None:
+            lines.append(f"  RTMP ingest       rtmp://{_authority(config.advertised_host, config.rtmp_port)}/live/<publish token>")
+        if config.srt_port is not None:
+            lines.append(f"  SRT ingest        srt://{_authority(config.advertised_host, config.srt_port)}"
+                         "?passphrase=<publish token>")
+    if tokens.generated:
+        # Printed once so a newcomer can use the console; production sets both variables.
+        lines += [
+            "  tokens were generated for this run (set LAUNCHKIT_PUBLISH_TOKEN and LAUNCHKIT_OPS_TOKEN to fix them):",
+            f"    publish token   {tokens.publish}",
+            f"    ops token       {tokens.ops}",
+        ]
+    log.info("\n".join(lines))

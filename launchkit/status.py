@@ -2,43 +2,62 @@
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from launchkit import metrics
-from launchkit.config import DemoConfig
-from stream.packager.http import HlsHandlers
-from stream.pipeline import Pipeline
+from launchkit.event import State
 
-MULTIVARIANT_URL = "/hls/index.m3u8"
+if TYPE_CHECKING:
+    from launchkit.app import Services
+
+LIVE_URL = "/hls/index.m3u8"
+REPLAY_URL = "/replay/index.m3u8"
 
 
 class StatusHandlers:
-    def __init__(self, config: DemoConfig, pipeline: Pipeline, hls: HlsHandlers) -> None:
-        self._config, self._pipeline, self._hls = config, pipeline, hls
+    def __init__(self, services: Services) -> None:
+        self._services = services
 
-    def is_live(self) -> bool:
-        live = self._pipeline.hls.is_live()
+    def media_flowing(self) -> bool:
+        live = self._services.pipeline.hls.is_live()
         metrics.STREAM_LIVE.set(1 if live else 0)
         return live
 
     def status(self) -> dict:
-        live = self.is_live()
+        services = self._services
+        event = services.events.event
+        flowing = self.media_flowing()
+        live = event.state is State.LIVE and flowing
+        replay = event.state is State.ENDED and services.replay_available()
+        starts_in = event.start_at.timestamp() - time.time() if event.start_at else None
         return {
-            "event": {"title": self._config.title, "state": "live" if live else "starting"},
+            "event": {
+                "title": services.config.title,
+                "state": event.state.value,
+                "start_at": event.start_at.isoformat() if event.start_at else None,
+                "starts_in": round(starts_in, 1) if starts_in is not None else None,
+                "live_at": event.live_at,
+                "ended_at": event.ended_at,
+            },
             "stream": {
                 "live": live,
-                "hls": MULTIVARIANT_URL,
-                "segment_duration": self._config.segment_duration,
+                "on_air": services.pipeline.program.on_air,
+                "hls": LIVE_URL,
+                "segment_duration": services.config.segment_duration,
                 "renditions": [
                     {"name": r.info.name, "width": r.info.width, "height": r.info.height, "bandwidth": r.info.bandwidth}
-                    for r in self._pipeline.hls.renditions.values()
+                    for r in services.pipeline.hls.renditions.values()
                 ],
             },
-            "viewers": self._hls.viewers(),
-            # One process serves everyone in the demo: no admission limit, no other edge.
+            "replay": {"available": replay, "url": REPLAY_URL if replay else None},
+            "viewers": services.hls.viewers(),
+            # One process serves everyone here: no admission limit, no other edge (relay issue).
             "capacity": {"max_viewers": None, "headroom": None},
-            "recommended": {"protocol": "hls", "url": MULTIVARIANT_URL, "edge": None},
+            "recommended": _recommended(live, replay),
         }
 
     async def api_status(self, request: web.Request) -> web.Response:
@@ -48,12 +67,22 @@ class StatusHandlers:
         return web.json_response({"ok": True}, headers={"Cache-Control": "no-store"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Ready once the stream publishes: a pod without media should not get viewers."""
-        live = self.is_live()
+        """Ready once the program publishes segments (slate included): a pod without media gets no viewers."""
+        flowing = self.media_flowing()
         return web.json_response(
-            {"ready": live, "stream_live": live}, status=200 if live else 503, headers={"Cache-Control": "no-store"}
+            {"ready": flowing, "stream_live": flowing}, status=200 if flowing else 503,
+            headers={"Cache-Control": "no-store"},
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
-        self.is_live()
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+        self.media_flowing()
+        return web.Response(body=generate_latest(REGISTRY),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+
+
+def _recommended(live: bool, replay: bool) -> dict:
+    if live:
+        return {"protocol": "hls", "url": LIVE_URL, "edge": None}
+    if replay:
+        return {"protocol": "hls", "url": REPLAY_URL, "edge": None}
+    return {"protocol": None, "url": None, "edge": None}

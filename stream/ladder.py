@@ -52,6 +52,7 @@ class EncoderWorker(Worker):
         self.rendition, self.encoder, self._bus, self._video = name, encoder, bus, video
         self._queue: queue.Queue[tuple[CapturedFrame, float]] = queue.Queue(maxsize=max_queued)
         self.frames_encoded = 0
+        self.lag = 0.0
 
     def submit(self, captured: CapturedFrame, seconds: float) -> None:
         while True:
@@ -82,7 +83,8 @@ class EncoderWorker(Worker):
             if self._video:
                 encode_seconds.observe(time.perf_counter() - started)
                 frames.inc()
-                lag.set(max(0.0, time.time() - captured.wallclock))
+                self.lag = max(0.0, time.time() - captured.wallclock)
+                lag.set(self.lag)
                 self.frames_encoded += 1
             self._bus.publish_threadsafe(packets)
 

@@ -117,6 +117,12 @@ class ProgramInput:
             self.stats.video_codec = video or self.stats.video_codec
             self.stats.audio_codec = audio or self.stats.audio_codec
 
+    @property
+    def audio_queued(self) -> int:
+        """Samples waiting for the program clock."""
+        with self._lock:
+            return self._audio.samples
+
     def fps(self) -> float:
         now = time.monotonic()
         with self._lock:

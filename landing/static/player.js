@@ -1,22 +1,34 @@
-// Launchkit player: waits for the stream, then plays it with hls.js (wherever Media Source
-// Extensions exist) or the browser's native HLS (iOS Safari). State is exposed on
-// window.launchkit for tests and QoE tooling.
+// Launchkit player. It follows /api/status: counts down while the event is scheduled, plays the
+// live stream while it is live, and the replay once it has ended, without a reload. Playback uses
+// hls.js wherever Media Source Extensions exist and the browser's native HLS otherwise (iOS
+// Safari). State is exposed on window.launchkit for tests and QoE tooling.
 (() => {
   "use strict";
   const video = document.getElementById("player");
   if (!video) return;
   const message = document.getElementById("player-message");
+  const messageText = document.getElementById("player-message-text");
+  const countdown = document.getElementById("countdown");
+  const countdownValue = document.getElementById("countdown-value");
+  const startTime = document.getElementById("start-time");
   const badge = document.getElementById("live-badge");
   const viewers = document.getElementById("viewers");
   const unmute = document.getElementById("unmute");
   // Poll faster while waiting for the start so nobody misses the first seconds.
   const STATUS_POLL_PLAYING_MS = 5000;
   const STATUS_POLL_WAITING_MS = 2000;
+  const TEXT = {
+    scheduled: "The event has not started yet. This page starts playing by itself when it does.",
+    starting: "The stream has not started yet. This page starts playing by itself as soon as it does.",
+    ended: "The event has ended. The replay will be available here shortly.",
+    reconnecting: "Reconnecting to the stream…",
+  };
 
   const state = (window.launchkit = {
     engine: null, // "hls.js" | "native"
     hls: null,
-    live: false,
+    url: null, // what is playing: the live or the replay playlist
+    event: null, // scheduled | live | ended
     errors: [], // fatal player errors
     warnings: [], // recovered ones
     // Glass-to-glass latency: wall clock minus the capture time of the frame on screen
@@ -26,22 +38,30 @@
       return date ? (Date.now() - date.getTime()) / 1000 : null;
     },
   });
+  let startsAt = null; // local performance.now() deadline, from the server's starts_in (no clock skew)
 
   function showMessage(text) {
-    message.textContent = text;
-    message.hidden = !text;
+    messageText.textContent = text;
+    message.hidden = !text && countdown.hidden;
   }
 
-  function setLive(live, count) {
-    state.live = live;
-    badge.textContent = live ? "Live" : "Offline";
-    badge.className = "badge " + (live ? "badge-live" : "badge-offline");
-    viewers.textContent = live && count > 0 ? `${count.toLocaleString()} watching` : "";
+  function setBadge(text, live) {
+    badge.textContent = text;
+    badge.className = "badge badge-" + text.toLowerCase();
+    if (!live) viewers.textContent = "";
   }
 
   function play() {
     const attempt = video.play();
-    if (attempt) attempt.catch(() => showMessage("Press play to start the stream."));
+    if (attempt) attempt.catch(() => showMessage("Press play to start."));
+  }
+
+  function detach() {
+    if (state.hls) state.hls.destroy();
+    state.hls = null;
+    state.engine = null;
+    state.url = null;
+    video.removeAttribute("src");
   }
 
   function attachHlsJs(url) {
@@ -64,10 +84,8 @@
       if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
         hls.recoverMediaError();
       } else {
-        hls.destroy();
-        state.hls = null;
-        state.engine = null;
-        showMessage("Reconnecting to the stream…"); // the status poll re-attaches
+        detach();
+        showMessage(TEXT.reconnecting); // the status poll attaches again
       }
     });
     hls.loadSource(url);
@@ -77,6 +95,7 @@
   }
 
   function attach(url) {
+    detach();
     if (window.Hls && Hls.isSupported()) {
       attachHlsJs(url);
     } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
@@ -86,29 +105,48 @@
       showMessage("This browser cannot play HLS video.");
       return;
     }
+    state.url = url;
     showMessage("");
     play();
   }
 
-  async function poll() {
-    await refresh();
-    setTimeout(poll, state.engine ? STATUS_POLL_PLAYING_MS : STATUS_POLL_WAITING_MS);
+  function tickCountdown() {
+    if (startsAt === null) return;
+    const seconds = Math.max(0, Math.round((startsAt - performance.now()) / 1000));
+    const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    countdownValue.textContent = seconds > 0 ? `in ${h ? h + " h " : ""}${m} min ${String(s).padStart(2, "0")} s` : "any moment now";
   }
 
-  async function refresh() {
-    let status;
+  function follow(status) {
+    const event = status.event;
+    state.event = event.state;
+    const url = status.recommended.url;
+    countdown.hidden = !(event.state === "scheduled" && event.start_at);
+    startsAt = event.state === "scheduled" && event.starts_in !== null ? performance.now() + event.starts_in * 1000 : null;
+    if (event.start_at) startTime.textContent = new Date(event.start_at).toLocaleString();
+    tickCountdown();
+    if (event.state === "live") {
+      setBadge("Live", true);
+      viewers.textContent = status.viewers > 0 ? `${status.viewers.toLocaleString()} watching` : "";
+    } else {
+      setBadge(event.state === "scheduled" ? "Scheduled" : url ? "Replay" : "Ended", false);
+    }
+    if (url && url !== state.url) {
+      attach(url);
+    } else if (!url) {
+      detach();
+      showMessage(event.state === "live" ? TEXT.starting : TEXT[event.state]);
+    }
+  }
+
+  async function poll() {
     try {
       const response = await fetch(video.dataset.status, { cache: "no-store" });
-      status = await response.json();
+      follow(await response.json());
     } catch (error) {
-      return; // keep playing what we have; the next poll retries
+      // Keep playing what we have; the next poll retries.
     }
-    setLive(status.stream.live, status.viewers);
-    if (status.stream.live && !state.engine) {
-      attach(status.recommended.url || video.dataset.hls);
-    } else if (!status.stream.live && !state.engine) {
-      showMessage("The stream has not started yet. This page starts playing by itself as soon as it does.");
-    }
+    setTimeout(poll, state.engine ? STATUS_POLL_PLAYING_MS : STATUS_POLL_WAITING_MS);
   }
 
   video.addEventListener("playing", () => {
@@ -124,5 +162,6 @@
     unmute.hidden = true;
   });
 
+  setInterval(tickCountdown, 1000);
   poll();
 })();

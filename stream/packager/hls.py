@@ -11,6 +11,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Callable
 
 from launchkit import metrics
 from stream.codecs.h264 import to_length_prefixed
@@ -67,6 +68,8 @@ class RenditionPackager:
         self._next_sequence: int | None = None
         self.playlist: bytes | None = None
         self.last_segment_at: float | None = None
+        # Called on the event loop for every new segment (the recorder listens here).
+        self.segment_listeners: list[Callable[[RenditionPackager, Segment], None]] = []
         self._segments_counter = metrics.HLS_SEGMENTS.labels(info.name)
 
     @property
@@ -121,6 +124,8 @@ class RenditionPackager:
         self.playlist = playlist.media_playlist(self.init_uri, self.segments, self.segment_duration).encode()
         self.last_segment_at = time.monotonic()
         self._segments_counter.inc()
+        for listener in self.segment_listeners:
+            listener(self, segment)
 
 
 def _samples(packets: list[EncodedPacket], end_dts: int | None, *, video_payload: bool) -> list[cmaf.Sample]:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 from aiohttp import web
 
 from launchkit import metrics
+from stream.packager import playlist
 from stream.packager.hls import HlsPackager, RenditionPackager
+from stream.recorder import Recorder, vod_playlist
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp4"
@@ -45,8 +48,12 @@ class RequestRate:
 
 
 class HlsHandlers:
-    def __init__(self, packager: HlsPackager) -> None:
+    """Live HLS. `is_public(request)` decides who may watch: everyone while the event is live,
+    only the operator (preview) before and after."""
+
+    def __init__(self, packager: HlsPackager, is_public: Callable[[web.Request], bool]) -> None:
         self._packager = packager
+        self._is_public = is_public
         self._segment_rates: dict[str, RequestRate] = {}
         for name, rendition in packager.renditions.items():
             rate = RequestRate(max(2, math.ceil(2 * rendition.segment_duration)))
@@ -62,7 +69,12 @@ class HlsHandlers:
             for name, rate in self._segment_rates.items()
         ))
 
+    def _check_public(self, request: web.Request) -> None:
+        if not self._is_public(request):
+            raise web.HTTPNotFound(text="the event is not live", headers={"Cache-Control": "max-age=1", **CORS})
+
     async def multivariant(self, request: web.Request) -> web.Response:
+        self._check_public(request)
         return _playlist(self._packager.multivariant, max_age=5)
 
     async def media_playlist(self, request: web.Request) -> web.Response:
@@ -83,10 +95,43 @@ class HlsHandlers:
         return _media(segment.data)
 
     def _rendition(self, request: web.Request) -> RenditionPackager:
+        self._check_public(request)
         rendition = self._packager.renditions.get(request.match_info["rendition"])
         if rendition is None:
             raise web.HTTPNotFound(text="no such rendition", headers=CORS)
         return rendition
+
+
+class ReplayHandlers:
+    """The recorded event as HLS VOD, from disk, once the event has ended."""
+
+    def __init__(self, recorder: Recorder, packager: HlsPackager, available: Callable[[], bool]) -> None:
+        self._recorder, self._packager, self._available = recorder, packager, available
+
+    def _check(self) -> None:
+        if not self._available():
+            raise web.HTTPNotFound(text="the replay is available once the event has ended", headers=CORS)
+
+    async def multivariant(self, request: web.Request) -> web.Response:
+        self._check()
+        recorded = set(self._recorder.renditions())
+        renditions = [r for r in self._packager.renditions.values() if r.info.name in recorded]
+        return _playlist(playlist.multivariant_playlist(renditions).encode(), max_age=60)
+
+    async def media_playlist(self, request: web.Request) -> web.Response:
+        self._check()
+        segments = self._recorder.segments(request.match_info["rendition"])
+        if not segments:
+            raise web.HTTPNotFound(text="no such rendition in the recording", headers=CORS)
+        duration = next(iter(self._packager.renditions.values())).segment_duration
+        return _playlist(vod_playlist(segments, duration).encode(), max_age=60)
+
+    async def media(self, request: web.Request) -> web.StreamResponse:
+        self._check()
+        path = self._recorder.path(request.match_info["rendition"], request.match_info["name"])
+        if path is None:
+            raise web.HTTPNotFound(text="no such recorded segment", headers=CORS)
+        return web.FileResponse(path, headers={"Content-Type": SEGMENT_TYPE, "Cache-Control": IMMUTABLE, **CORS})
 
 
 def _playlist(body: bytes, max_age: int) -> web.Response:

@@ -10,8 +10,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from launchkit import middleware
-from launchkit.app import create_demo_app
-from launchkit.config import DemoConfig
+from launchkit.app import create_app
+from launchkit.auth import Tokens
+from launchkit.config import Config
 from stream.ladder import Rendition
 from tests.conftest import raw_get
 
@@ -46,18 +47,21 @@ BAD_TARGETS = [
 MEDIA_THREADS = ("source-", "encoder-", "program")
 
 
-def small_config(**overrides) -> DemoConfig:
+def small_config(**overrides) -> Config:
     values = dict(
-        host="127.0.0.1", port=0, log_level="info", access_log=False, title="Test", description="Test event",
-        ladder=(Rendition("180p", 320, 180, 300_000),), fps=15, audio_bitrate=64, segment_duration=1.0,
-        playlist_window=3, slate_text="Back soon", slate_image=None, stall_timeout=0.5,
+        port=0, title="Test", description="Test event", ladder=(Rendition("180p", 320, 180, 300_000),), fps=15,
+        audio_bitrate=64, segment_duration=1.0, playlist_window=3,
     )
-    return DemoConfig(**{**values, **overrides})
+    return Config.for_role("demo", {**values, **overrides})
+
+
+def demo_app(config: Config | None = None):
+    return create_app(config or small_config(), Tokens.from_values(None, None))
 
 
 @pytest.fixture
 async def client():
-    async with TestClient(TestServer(create_demo_app(small_config()))) as test_client:
+    async with TestClient(TestServer(demo_app())) as test_client:
         yield test_client
 
 
@@ -113,7 +117,7 @@ async def test_page_renders_with_a_clear_message_before_the_stream_is_up(client)
 
 
 async def test_no_media_thread_survives_cleanup():
-    async with TestClient(TestServer(create_demo_app(small_config()))) as test_client:
+    async with TestClient(TestServer(demo_app())) as test_client:
         assert (await test_client.get("/healthz")).status == 200
         assert any(t.name.startswith(MEDIA_THREADS) for t in threading.enumerate())
     assert not any(t.name.startswith(MEDIA_THREADS) for t in threading.enumerate())
@@ -133,7 +137,7 @@ async def test_the_file_access_probe_does_see_file_reads(client):
 
 async def test_event_text_is_escaped_on_the_page():
     config = small_config(title='<script>alert("t")</script>', description="Q&A <b>live</b>")
-    async with TestClient(TestServer(create_demo_app(config))) as test_client:
+    async with TestClient(TestServer(demo_app(config))) as test_client:
         body = await (await test_client.get("/")).text()
     assert "<script>alert" not in body and "&lt;script&gt;alert(&#34;t&#34;)&lt;/script&gt;" in body
     assert "Q&amp;A &lt;b&gt;live&lt;/b&gt;" in body

@@ -1,0 +1,1 @@
+"""Ingests: publishers' media in, decoded frames out to the program."""

@@ -1,0 +1,1 @@
+"""WebRTC: ICE configuration, WHIP ingest (and WHEP playback later)."""

@@ -1,0 +1,383 @@
+"""WHIP ingest (RFC 9725): a publisher POSTs an SDP offer to /whip, gets the SDP answer and the
+URL of its session resource, and its decoded media becomes a `ProgramInput`.
+
+Non-trickle only: the offer must carry the publisher's candidates and the answer carries ours
+(aiortc gathers before answering), so PATCH (trickle ICE, ICE restart) answers 405 as RFC 9725
+§4.3.1 asks of servers without them. A publisher that loses its connection POSTs again.
+
+Interop (see docs in DESIGN.md): an `actpass` offer is answered `setup:passive` (GStreamer's
+WHIP client fails DTLS otherwise); a `passive` offer (FFmpeg's WHIP muxer) makes us active;
+the 201 carries a Content-Length (FFmpeg fails on a chunked 201); CORS lets browser publishers
+on other origins send the Authorization header and read Location.
+
+Every refusal is a one-line plain-text 4xx counted in INGEST_REJECTED, and leaves no session,
+peer connection or claimed slot behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
+from aiortc.exceptions import OperationError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from launchkit import metrics
+from launchkit.auth import Tokens, bearer_token
+from stream.program import Program, ProgramInput, Role, SlotBusy
+from stream.webrtc.ice import IceSettings, apply_host_addresses, without_mdns_candidates
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "whip"
+SDP_TYPE = "application/sdp"
+MAX_OFFER_BYTES = 64 * 1024
+# Real offers are a few kB; anything near the limit is not a publisher.
+READ_CHUNK = 16 * 1024
+# From the answer to a connected ICE + DTLS: a publisher that never connects frees its slot.
+CONNECT_TIMEOUT = 15.0
+MONITOR_INTERVAL = 1.0
+VIDEO_CODECS = ("video/h264", "video/vp8")  # decoded by aiortc; H.264 is preferred (see _video_preferences)
+AUDIO_CODEC = "audio/opus"
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Location, ETag",
+}
+PREFLIGHT_HEADERS = {
+    **CORS_HEADERS,
+    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+    "Accept-Post": SDP_TYPE,
+}
+
+
+class Refusal(Exception):
+    """A request refused before any media flows: its HTTP status, metric reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+        self.headers = headers or {}
+
+
+def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=message + "\n", headers={**CORS_HEADERS, **(headers or {})})
+
+
+class WhipSession:
+    """One publisher: its peer connection, the tasks that move its frames, and its slot."""
+
+    def __init__(self, session_id: str, pc: RTCPeerConnection, program_input: ProgramInput,
+                 on_closed: Any) -> None:
+        self.id = session_id
+        # Identifies the ICE session (RFC 9725 §4.3.1); only an ICE restart would change it.
+        self.etag = f'"{secrets.token_urlsafe(12)}"'
+        self.pc = pc
+        self.program_input = program_input
+        self._on_closed = on_closed
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._video: RTCRtpReceiver | None = None
+        self._keyframe_pending = False
+        self._closed = False
+
+    async def negotiate(self, offer: str, media: MediaKinds) -> str:
+        """Apply the offer and return the non-trickle answer (our candidates included)."""
+        video = self.pc.addTransceiver("video", direction="recvonly")
+        video.setCodecPreferences(_video_preferences())
+        self._video = video.receiver
+        audio = None
+        if media.audio:
+            audio = self.pc.addTransceiver("audio", direction="recvonly")
+            audio.setCodecPreferences(_audio_preferences())
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(_with_dtls_role(answer, media.setup))
+        self.program_input.set_codecs(video=_codec_name(video), audio=_codec_name(audio) if audio else None)
+        self._start(video, audio)
+        return self.pc.localDescription.sdp
+
+    def _start(self, video: RTCRtpTransceiver, audio: RTCRtpTransceiver | None) -> None:
+        self.pc.on("connectionstatechange", self._on_connection_state)
+        self.program_input.request_keyframe = self.request_keyframe
+        self._spawn(self._read_video(video.receiver.track))
+        if audio is not None:
+            self._spawn(self._read_audio(audio.receiver.track))
+        self._spawn(self._monitor())
+        self._spawn(self._expire_unless_connected())
+        self.request_keyframe()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_connection_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            self._spawn(self.close(f"connection {self.pc.connectionState}"))
+
+    async def _read_video(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                break
+            self.program_input.push_video(frame)
+        # The publisher hung up without a DELETE (RTCP BYE, DTLS close) or the connection died.
+        await self.close("video ended")
+
+    async def _read_audio(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.program_input.push_audio(frame)
+
+    async def _expire_unless_connected(self) -> None:
+        await asyncio.sleep(CONNECT_TIMEOUT)
+        if self.pc.connectionState != "connected":
+            await self.close(f"not connected after {CONNECT_TIMEOUT:g} s")
+
+    async def _monitor(self) -> None:
+        counted = 0
+        while True:
+            await asyncio.sleep(MONITOR_INTERVAL)
+            received = await self._bytes_received()
+            self.program_input.count_bytes(received - counted)
+            counted = received
+            if self._keyframe_pending:
+                self._ask_for_keyframe()
+
+    async def _bytes_received(self) -> int:
+        # Transport totals include RTCP and DTLS: close enough for an ingest bitrate, and public.
+        report = await self.pc.getStats()
+        return sum(stats.bytesReceived for stats in report.values() if stats.type == "transport")
+
+    def request_keyframe(self) -> None:
+        """`ProgramInput.request_keyframe`: may be called from any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._ask_for_keyframe)
+        except RuntimeError:
+            pass  # the loop is closed: the session is over anyway
+
+    def _ask_for_keyframe(self) -> None:
+        if self._closed or self._video is None:
+            return
+        # The sender's SSRC is known once its first RTP packet arrived; until then, retry.
+        sources = [source.source for source in self._video.getSynchronizationSources()]
+        self._keyframe_pending = not sources
+        for ssrc in sources:
+            self._spawn(self._send_pli(self._video, ssrc))
+
+    @staticmethod
+    async def _send_pli(receiver: RTCRtpReceiver, ssrc: int) -> None:
+        # aiortc sends a PLI (RFC 4585 §6.3.1) on its own only after loss or a decoder error and
+        # has no public way to ask for one; its receiver's private sender is the one place to.
+        try:
+            await receiver._send_rtcp_pli(ssrc)
+        except ConnectionError:
+            pass  # the transport closed meanwhile
+
+    async def close(self, why: str) -> None:
+        """End the session (idempotent): free the slot first, then tear the connection down."""
+        if self._closed:
+            return
+        self._closed = True
+        self.program_input.request_keyframe = None
+        self.program_input.release()
+        self._on_closed(self)
+        log.info("WHIP session %s… ended: %s", self.id[:6], why)
+        current = asyncio.current_task()
+        others = [task for task in self._tasks if task is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self.pc.close()
+
+
+class MediaKinds:
+    """What an offer sends that matters before negotiating: audio or not, and its DTLS setup."""
+
+    def __init__(self, audio: bool, setup: str) -> None:
+        self.audio, self.setup = audio, setup
+
+
+class WhipEndpoint:
+    """aiohttp handlers for POST /whip, DELETE/PATCH/OPTIONS /whip/{session} and OPTIONS /whip."""
+
+    def __init__(self, program: Program, tokens: Tokens, ice: IceSettings) -> None:
+        self._program = program
+        self._tokens = tokens
+        self._ice = ice
+        self._sessions: dict[str, WhipSession] = {}
+        apply_host_addresses(ice)
+
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    async def post(self, request: web.Request) -> web.Response:
+        try:
+            self._authorize(request)
+            role = _role(request)
+            offer = without_mdns_candidates(await _read_offer(request))
+            media = _check_offer(offer)
+            program_input = self._claim(role, request)
+        except Refusal as refusal:
+            return _refuse(refusal)
+        session = WhipSession(secrets.token_urlsafe(24), RTCPeerConnection(self._ice.rtc_configuration()),
+                              program_input, self._forget)
+        try:
+            answer = await session.negotiate(offer, media)
+        except Exception as error:  # aiortc raises many types on offers it cannot take
+            await session.close("negotiation failed")
+            return _refuse(_negotiation_refusal(error))
+        self._sessions[session.id] = session
+        log.info("WHIP session %s… started: %s publisher from %s", session.id[:6], role, request.remote)
+        # A bytes body gets a Content-Length: FFmpeg's WHIP muxer rejects a chunked 201.
+        return web.Response(
+            status=201, body=answer.encode(), content_type=SDP_TYPE,
+            headers={**CORS_HEADERS, "Location": f"/whip/{session.id}", "ETag": session.etag},
+        )
+
+    async def delete(self, request: web.Request) -> web.Response:
+        try:
+            self._authorize(request)
+        except Refusal as refusal:
+            return _refuse(refusal)
+        session = self._sessions.get(request.match_info.get("session", ""))
+        if session is None:
+            return _text(404, "no such WHIP session (it ended or never existed)")
+        await session.close("publisher sent DELETE")
+        return _text(200, "WHIP session ended")
+
+    async def patch(self, request: web.Request) -> web.Response:
+        return _text(405, "trickle ICE and ICE restarts are not supported: send every candidate in the offer "
+                          "(non-trickle) and POST a new offer to reconnect", {"Allow": "DELETE, OPTIONS"})
+
+    async def options(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers=PREFLIGHT_HEADERS)
+
+    async def close(self) -> None:
+        """End every session (app cleanup)."""
+        await asyncio.gather(*(session.close("server shutting down") for session in list(self._sessions.values())))
+
+    def _forget(self, session: WhipSession) -> None:
+        self._sessions.pop(session.id, None)
+
+    def _authorize(self, request: web.Request) -> None:
+        if not self._tokens.is_publish(bearer_token(request.headers.get("Authorization"))):
+            raise Refusal(401, "bad_key", "a valid publish token is required: Authorization: Bearer <publish token>",
+                          {"WWW-Authenticate": 'Bearer realm="whip"'})
+
+    def _claim(self, role: Role, request: web.Request) -> ProgramInput:
+        try:
+            return self._program.claim(role, PROTOCOL, request.remote or "unknown")
+        except SlotBusy as busy:
+            raise Refusal(409, "busy", str(busy)) from None
+
+
+def _refuse(refusal: Refusal) -> web.Response:
+    metrics.INGEST_REJECTED.labels(PROTOCOL, refusal.reason).inc()
+    return _text(refusal.status, refusal.message, refusal.headers)
+
+
+def _role(request: web.Request) -> Role:
+    role = request.query.get("role", "primary")
+    if role not in ("primary", "backup"):
+        raise Refusal(400, "bad_request", f"role must be primary or backup, got {role[:32]!r}")
+    return role  # type: ignore[return-value]
+
+
+async def _read_offer(request: web.Request) -> str:
+    if request.content_type != SDP_TYPE:
+        raise Refusal(415, "bad_request", f"the offer must be sent as Content-Type: {SDP_TYPE}")
+    too_large = Refusal(413, "bad_request", f"the offer is larger than {MAX_OFFER_BYTES // 1024} KiB")
+    if (request.content_length or 0) > MAX_OFFER_BYTES:
+        raise too_large
+    # Read the stream ourselves: the app-wide client_max_size may be set for other routes.
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
+        body += chunk
+        if len(body) > MAX_OFFER_BYTES:
+            raise too_large
+    try:
+        offer = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refusal(400, "bad_request", "the offer is not UTF-8 text") from None
+    if not offer.strip():
+        raise Refusal(400, "bad_request", "the request body is empty: send an SDP offer")
+    return offer
+
+
+def _check_offer(offer: str) -> MediaKinds:
+    """Refuse before claiming a slot what aiortc would refuse, with a message a publisher can act on."""
+    try:
+        description = aiortc_sdp.SessionDescription.parse(offer)
+    except Exception:  # the parser asserts, indexes and converts without a single error type
+        raise Refusal(400, "bad_request", "the body is not a valid SDP offer") from None
+    video = [m for m in description.media if m.kind == "video"]
+    audio = [m for m in description.media if m.kind == "audio"]
+    if not video:
+        raise Refusal(400, "unsupported", "the offer has no video: publish a camera or screen track")
+    if len(video) > 1 or len(audio) > 1:
+        raise Refusal(400, "unsupported", "publish one video and at most one audio track (no simulcast)")
+    if video[0].direction not in ("sendonly", "sendrecv"):
+        raise Refusal(400, "bad_request", "the offer's video is not sent (direction must be sendonly)")
+    if not any(codec.mimeType.lower() in VIDEO_CODECS for codec in video[0].rtp.codecs):
+        raise Refusal(400, "unsupported", "the offer's video codecs include neither H.264 nor VP8")
+    if audio and not any(codec.mimeType.lower() == AUDIO_CODEC for codec in audio[0].rtp.codecs):
+        raise Refusal(400, "unsupported", "the offer's audio is not Opus")
+    dtls = [m.dtls for m in description.media]
+    if any(d is None or not d.fingerprints for d in dtls):
+        raise Refusal(400, "bad_request", "the offer lacks a=setup or a=fingerprint (DTLS-SRTP is required)")
+    return MediaKinds(audio=bool(audio), setup=video[0].dtls.role)
+
+
+def _negotiation_refusal(error: Exception) -> Refusal:
+    if isinstance(error, OperationError):  # no codec in common, e.g. H.264 in a profile aiortc lacks
+        return Refusal(400, "unsupported", f"no common codec: {_one_line(error)}")
+    log.info("WHIP offer refused: %r", error)
+    return Refusal(400, "bad_request", f"the SDP offer could not be applied: {_one_line(error)}")
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+def _video_preferences() -> list:
+    """H.264 first whenever the publisher offers it, VP8 otherwise.
+
+    aiortc answers with the first codec of the offer that it supports, and browsers list VP8
+    first. H.264 is what publishers' hardware encodes and what our ladder outputs."""
+    codecs = RTCRtpReceiver.getCapabilities("video").codecs
+    order = ("video/h264", "video/vp8", "video/rtx")
+    return sorted((c for c in codecs if c.mimeType.lower() in order), key=lambda c: order.index(c.mimeType.lower()))
+
+
+def _audio_preferences() -> list:
+    return [c for c in RTCRtpReceiver.getCapabilities("audio").codecs if c.mimeType.lower() == AUDIO_CODEC]
+
+
+def _with_dtls_role(answer: RTCSessionDescription, offered_setup: str) -> RTCSessionDescription:
+    """Answer `actpass` with `passive` (RFC 8842 lets us choose; GStreamer's WHIP client needs it).
+
+    aiortc answers `actpass` with `active`, and `passive` with `active` too, which is what
+    FFmpeg's WHIP muxer needs: only the first case is rewritten. aiortc takes its DTLS role from
+    the local description it is given, so the rewrite is all it takes."""
+    if offered_setup != "auto":  # aiortc's name for actpass
+        return answer
+    return RTCSessionDescription(sdp=answer.sdp.replace("a=setup:active", "a=setup:passive"), type=answer.type)
+
+
+def _codec_name(transceiver: RTCRtpTransceiver) -> str:
+    """The negotiated codec, as the publisher will send it (the answer's first one)."""
+    return transceiver._codecs[0].mimeType.split("/")[1].lower()
