@@ -22,7 +22,6 @@ from stream.packager.http import HlsHandlers, ReplayHandlers
 from stream.pipeline import Pipeline, PipelineSettings
 from stream.recorder import Recorder
 from stream.source import Source
-from stream.source.file import LoopedFile
 from stream.source.slate import SlateSettings
 from stream.source.testcard import TestCard, TestCardSettings
 
@@ -50,6 +49,8 @@ def local_source(name: str, config: Config) -> Source:
     if name == "testcard":
         top = config.ladder[0]
         return TestCard(TestCardSettings(top.width, top.height, config.fps, config.title))
+    from stream.source.file import LoopedFile  # noqa: PLC0415 (lands with the file source)
+
     return LoopedFile(Path(name))
 
 

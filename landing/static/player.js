@@ -126,7 +126,7 @@
     if (event.start_at) startTime.textContent = new Date(event.start_at).toLocaleString();
     tickCountdown();
     if (event.state === "live") {
-      setBadge("Live", true);
+      setBadge(status.stream.live ? "Live" : "Starting", true);
       viewers.textContent = status.viewers > 0 ? `${status.viewers.toLocaleString()} watching` : "";
     } else {
       setBadge(event.state === "scheduled" ? "Scheduled" : url ? "Replay" : "Ended", false);

@@ -48,6 +48,7 @@ RESTART_DELAY = 0.1  # after a publisher leaves: be ready for the next one at on
 FAILURE_DELAY, MAX_FAILURE_DELAY = 0.5, 10.0  # doubles per failed listener, e.g. port in use
 STOP_GRACE = 0.5  # ffmpeg exits within ~0.1 s of SIGTERM; SIGKILL after this
 STDERR_TAIL = 5  # last ffmpeg lines kept to explain an unexpected exit
+PROBE_MICROSECONDS = 500_000  # enough to find H.264/AAC parameters in a live MPEG-TS
 
 # libsrt's handshake rejection line and what its codes (1000 + SRT_REJ_*) mean for the operator.
 _REJECTION = re.compile(r"rsp\(REJECT\): (\d+) - (.+)")
@@ -124,8 +125,12 @@ class SrtIngest(Worker):
             FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "warning",
             "-mode", "listener", "-passphrase", self._passphrase, "-pbkeylen", "16",
             "-latency", str(self.latency_ms * 1000),  # microseconds
+            # Probing holds back the first frame for its whole duration (5 s by default).
+            "-analyzeduration", str(PROBE_MICROSECONDS),
             "-i", f"srt://{host}:{self.port}",
-            "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy", "-f", "mpegts", "pipe:1",
+            "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy",
+            "-flush_packets", "1",  # hand each packet over now, not when a 32 KiB buffer fills
+            "-f", "mpegts", "pipe:1",
         ]
 
     def _spawn(self) -> subprocess.Popen[bytes] | None:
@@ -161,8 +166,9 @@ class SrtIngest(Worker):
     def _receive(self, process: subprocess.Popen[bytes]) -> _Outcome:
         program_input: ProgramInput | None = None
         try:
-            # Blocks until a caller passes the handshake and sends media, or ffmpeg exits.
-            with av.open(process.stdout, format="mpegts") as container:
+            # Blocks until a caller passes the handshake and sends media, or ffmpeg exits. ffmpeg
+            # already probed the publisher's stream, so a short look at its remux is enough here.
+            with av.open(process.stdout, format="mpegts", options={"analyzeduration": "100000"}) as container:
                 video = container.streams.video[:1]
                 if not video:
                     log.warning("SRT publisher refused: its stream has no video")

@@ -5,7 +5,7 @@ Non-trickle only: the offer must carry the publisher's candidates and the answer
 (aiortc gathers before answering), so PATCH (trickle ICE, ICE restart) answers 405 as RFC 9725
 §4.3.1 asks of servers without them. A publisher that loses its connection POSTs again.
 
-Interop (see docs in DESIGN.md): an `actpass` offer is answered `setup:passive` (GStreamer's
+Interop measured with real publishers (DESIGN.md): an `actpass` offer is answered `setup:passive` (GStreamer's
 WHIP client fails DTLS otherwise); a `passive` offer (FFmpeg's WHIP muxer) makes us active;
 the 201 carries a Content-Length (FFmpeg fails on a chunked 201); CORS lets browser publishers
 on other origins send the Authorization header and read Location.
@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCRtpReceiver, RTCRtpTransceiver, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -68,6 +69,15 @@ class Refusal(Exception):
         self.headers = headers or {}
 
 
+@dataclass(frozen=True, slots=True)
+class OfferSummary:
+    """What must be known of an offer before negotiating: whether it sends audio, and its DTLS
+    setup in aiortc's terms ("auto" = actpass, "server" = passive, "client" = active)."""
+
+    audio: bool
+    setup: str
+
+
 def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, text=message + "\n", headers={**CORS_HEADERS, **(headers or {})})
 
@@ -76,7 +86,7 @@ class WhipSession:
     """One publisher: its peer connection, the tasks that move its frames, and its slot."""
 
     def __init__(self, session_id: str, pc: RTCPeerConnection, program_input: ProgramInput,
-                 on_closed: Any) -> None:
+                 on_closed: Callable[[WhipSession], None]) -> None:
         self.id = session_id
         # Identifies the ICE session (RFC 9725 §4.3.1); only an ICE restart would change it.
         self.etag = f'"{secrets.token_urlsafe(12)}"'
@@ -89,21 +99,22 @@ class WhipSession:
         self._keyframe_pending = False
         self._closed = False
 
-    async def negotiate(self, offer: str, media: MediaKinds) -> str:
+    async def negotiate(self, offer: str, summary: OfferSummary) -> str:
         """Apply the offer and return the non-trickle answer (our candidates included)."""
         video = self.pc.addTransceiver("video", direction="recvonly")
         video.setCodecPreferences(_video_preferences())
         self._video = video.receiver
         audio = None
-        if media.audio:
+        if summary.audio:
             audio = self.pc.addTransceiver("audio", direction="recvonly")
             audio.setCodecPreferences(_audio_preferences())
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(_with_dtls_role(answer, media.setup))
-        self.program_input.set_codecs(video=_codec_name(video), audio=_codec_name(audio) if audio else None)
+        await self.pc.setLocalDescription(_with_dtls_role(answer, summary.setup))
+        local = self.pc.localDescription.sdp
+        self.program_input.set_codecs(**_negotiated_codecs(local))
         self._start(video, audio)
-        return self.pc.localDescription.sdp
+        return local
 
     def _start(self, video: RTCRtpTransceiver, audio: RTCRtpTransceiver | None) -> None:
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -116,7 +127,7 @@ class WhipSession:
         self.request_keyframe()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
+        task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -204,13 +215,6 @@ class WhipSession:
         await self.pc.close()
 
 
-class MediaKinds:
-    """What an offer sends that matters before negotiating: audio or not, and its DTLS setup."""
-
-    def __init__(self, audio: bool, setup: str) -> None:
-        self.audio, self.setup = audio, setup
-
-
 class WhipEndpoint:
     """aiohttp handlers for POST /whip, DELETE/PATCH/OPTIONS /whip/{session} and OPTIONS /whip."""
 
@@ -229,14 +233,14 @@ class WhipEndpoint:
             self._authorize(request)
             role = _role(request)
             offer = without_mdns_candidates(await _read_offer(request))
-            media = _check_offer(offer)
+            summary = _check_offer(offer)
             program_input = self._claim(role, request)
         except Refusal as refusal:
             return _refuse(refusal)
         session = WhipSession(secrets.token_urlsafe(24), RTCPeerConnection(self._ice.rtc_configuration()),
                               program_input, self._forget)
         try:
-            answer = await session.negotiate(offer, media)
+            answer = await session.negotiate(offer, summary)
         except Exception as error:  # aiortc raises many types on offers it cannot take
             await session.close("negotiation failed")
             return _refuse(_negotiation_refusal(error))
@@ -318,7 +322,7 @@ async def _read_offer(request: web.Request) -> str:
     return offer
 
 
-def _check_offer(offer: str) -> MediaKinds:
+def _check_offer(offer: str) -> OfferSummary:
     """Refuse before claiming a slot what aiortc would refuse, with a message a publisher can act on."""
     try:
         description = aiortc_sdp.SessionDescription.parse(offer)
@@ -339,7 +343,7 @@ def _check_offer(offer: str) -> MediaKinds:
     dtls = [m.dtls for m in description.media]
     if any(d is None or not d.fingerprints for d in dtls):
         raise Refusal(400, "bad_request", "the offer lacks a=setup or a=fingerprint (DTLS-SRTP is required)")
-    return MediaKinds(audio=bool(audio), setup=video[0].dtls.role)
+    return OfferSummary(audio=bool(audio), setup=video[0].dtls.role)
 
 
 def _negotiation_refusal(error: Exception) -> Refusal:
@@ -353,7 +357,7 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())[:200] or type(error).__name__
 
 
-def _video_preferences() -> list:
+def _video_preferences() -> list[RTCRtpCodecCapability]:
     """H.264 first whenever the publisher offers it, VP8 otherwise.
 
     aiortc answers with the first codec of the offer that it supports, and browsers list VP8
@@ -363,7 +367,7 @@ def _video_preferences() -> list:
     return sorted((c for c in codecs if c.mimeType.lower() in order), key=lambda c: order.index(c.mimeType.lower()))
 
 
-def _audio_preferences() -> list:
+def _audio_preferences() -> list[RTCRtpCodecCapability]:
     return [c for c in RTCRtpReceiver.getCapabilities("audio").codecs if c.mimeType.lower() == AUDIO_CODEC]
 
 
@@ -378,6 +382,11 @@ def _with_dtls_role(answer: RTCSessionDescription, offered_setup: str) -> RTCSes
     return RTCSessionDescription(sdp=answer.sdp.replace("a=setup:active", "a=setup:passive"), type=answer.type)
 
 
-def _codec_name(transceiver: RTCRtpTransceiver) -> str:
-    """The negotiated codec, as the publisher will send it (the answer's first one)."""
-    return transceiver._codecs[0].mimeType.split("/")[1].lower()
+def _negotiated_codecs(answer: str) -> dict[str, str]:
+    """{"video": "h264", "audio": "opus"}: the first codec of each answered section, the one a
+    publisher sends."""
+    return {
+        media.kind: media.rtp.codecs[0].mimeType.split("/")[1].lower()
+        for media in aiortc_sdp.SessionDescription.parse(answer).media
+        if media.kind in ("video", "audio") and media.rtp.codecs
+    }

@@ -65,7 +65,7 @@ def test_page_opened_before_the_start_begins_playing_by_itself(browser, tmp_path
         page = browser.new_page()
         page.goto(demo.url + "/")
         assert "has not started yet" in page.locator("#player-message").inner_text()
-        assert page.locator("#live-badge").inner_text().lower() == "offline"
+        assert page.locator("#live-badge").inner_text().lower() == "starting"
         page.wait_for_function("() => document.getElementById('player').currentTime > 1", timeout=20_000)
         state = page.evaluate(PLAYER_STATE)
         assert state["errors"] == [] and state["message"] == ""
