@@ -42,9 +42,10 @@ class LandingPage:
             log.warning("hls.js is missing from %s: run `make setup`; only browsers with native HLS will play", STATIC_DIR)
 
     def setup(self, app: web.Application) -> None:
-        aiohttp_jinja2.setup(
+        environment = aiohttp_jinja2.setup(
             app, loader=jinja2.PackageLoader("landing", "templates"), autoescape=jinja2.select_autoescape(default=True)
         )
+        environment.globals["asset"] = self.asset  # every template (page, console) addresses assets alike
         app.on_response_prepare.append(self._cache_static)
 
     def asset(self, name: str) -> str | None:
@@ -60,7 +61,6 @@ class LandingPage:
             "start_at": status["event"]["start_at"],
             "live": status["stream"]["live"],
             "replay": status["replay"]["available"],
-            "asset": self.asset,
             "hls_url": "/hls/index.m3u8",
             "status_url": "/api/status",
         }

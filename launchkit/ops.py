@@ -19,7 +19,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from launchkit.auth import bearer_token
-from launchkit.event import TransitionError
+from launchkit.event import TRANSITIONS, TransitionError
 
 if TYPE_CHECKING:
     from launchkit.app import Services
@@ -61,14 +61,14 @@ class OpsConsole:
             )
             response.headers["Cache-Control"] = "no-store"
             return response
-        response = web.HTTPSeeOther("/ops")
-        response.set_cookie(COOKIE, self._session, httponly=True, samesite="Strict", secure=request.secure, path="/")
-        return response
+        redirect = web.HTTPSeeOther("/ops")
+        redirect.set_cookie(COOKIE, self._session, httponly=True, samesite="Strict", secure=request.secure, path="/")
+        raise redirect
 
     async def logout(self, request: web.Request) -> web.Response:
-        response = web.HTTPSeeOther("/ops")
-        response.del_cookie(COOKIE, path="/")
-        return response
+        redirect = web.HTTPSeeOther("/ops")
+        redirect.del_cookie(COOKIE, path="/")
+        raise redirect
 
     async def publish_page(self, request: web.Request) -> web.Response:
         self._require(request)
@@ -122,7 +122,7 @@ def _parse_event_request(body: bytes) -> tuple[str, datetime | None]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise web.HTTPBadRequest(text="the body is not valid JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("action"), str):
+    if not isinstance(data, dict) or data.get("action") not in TRANSITIONS:
         raise web.HTTPBadRequest(text='expected {"action": "schedule"|"live"|"end"}')
     start_at = data.get("start_at")
     if start_at is None:

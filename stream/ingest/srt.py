@@ -30,6 +30,7 @@ import enum
 import io
 import logging
 import re
+import shutil
 import subprocess
 import threading
 from collections import deque
@@ -42,7 +43,7 @@ from stream.worker import Worker
 
 log = logging.getLogger(__name__)
 
-FFMPEG = "/usr/bin/ffmpeg"
+FFMPEG = "ffmpeg"  # Debian's, linked with libsrt
 PASSPHRASE_LENGTHS = range(10, 80)  # libsrt refuses anything else
 RESTART_DELAY = 0.1  # after a publisher leaves: be ready for the next one at once
 FAILURE_DELAY, MAX_FAILURE_DELAY = 0.5, 10.0  # doubles per failed listener, e.g. port in use
@@ -78,7 +79,6 @@ class SrtIngest(Worker):
         super().__init__(f"ingest-srt-{role}")
         self._program, self._passphrase, self._role = program, passphrase, role
         self.host, self.port, self.latency_ms = host, port, latency_ms
-        self.enabled = len(passphrase) in PASSPHRASE_LENGTHS
         self._process: subprocess.Popen[bytes] | None = None
         self._process_lock = threading.Lock()
 
@@ -89,15 +89,23 @@ class SrtIngest(Worker):
             return self._process.pid if self._process is not None and self._process.poll() is None else None
 
     def start(self) -> None:
-        if not self.enabled:
-            log.error(
-                "SRT ingest disabled: the publish token has %d characters but an SRT passphrase must have %d-%d; "
-                "set LAUNCHKIT_PUBLISH_TOKEN to such a token (generated tokens have 32)",
-                len(self._passphrase), PASSPHRASE_LENGTHS.start, PASSPHRASE_LENGTHS.stop - 1,
-            )
+        problem = self._problem()
+        if problem:
+            log.error("SRT ingest disabled: %s", problem)
             return
         log.info("SRT ingest listening on %s:%d for the %s publisher", self.host, self.port, self._role)
         super().start()
+
+    def _problem(self) -> str | None:
+        if len(self._passphrase) not in PASSPHRASE_LENGTHS:
+            return (
+                f"the publish token has {len(self._passphrase)} characters but an SRT passphrase needs "
+                f"{PASSPHRASE_LENGTHS.start}-{PASSPHRASE_LENGTHS.stop - 1}; set LAUNCHKIT_PUBLISH_TOKEN to such a "
+                "token (generated tokens have 32)"
+            )
+        if shutil.which(FFMPEG) is None:
+            return f"{FFMPEG} not found: install Debian's ffmpeg package (PyAV's own FFmpeg has no SRT)"
+        return None
 
     def request_stop(self) -> None:
         super().request_stop()
