@@ -1,4 +1,5 @@
-"""A local `launchkit demo` process to measure or test against (loopback only, stopped by PID)."""
+"""A local `launchkit demo` (or `origin`) process to measure or test against (loopback only,
+stopped by PID)."""
 
 from __future__ import annotations
 
@@ -49,22 +50,26 @@ def launchkit_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "launchkit", *args]
 
 
-def start_demo(*args: str, env: dict[str, str] | None = None, log_dir: Path | None = None,
-               ready_timeout: float = 20, wait_for_media: bool = True) -> LocalDemo:
-    """Start `launchkit demo` on a free loopback port; wait until it serves HTTP and, unless told
+def start_demo(*args: str, **kwargs) -> LocalDemo:
+    return start_launchkit("demo", *args, **kwargs)
+
+
+def start_launchkit(role: str, *args: str, env: dict[str, str] | None = None, log_dir: Path | None = None,
+                    ready_timeout: float = 20, wait_for_media: bool = True) -> LocalDemo:
+    """Start `launchkit ROLE` on a free loopback port; wait until it serves HTTP and, unless told
     otherwise, until /readyz says media flows."""
-    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="launchkit-demo-"))
-    log_path = log_dir / f"demo-{time.monotonic_ns()}.log"
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix=f"launchkit-{role}-"))
+    log_path = log_dir / f"{role}-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            launchkit_command("demo", "--host", "127.0.0.1", "--port", "0", *args),
+            launchkit_command(role, "--host", "127.0.0.1", "--port", "0", *args),
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
     deadline = time.monotonic() + ready_timeout
     url = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"demo exited with {process.returncode}:\n{log_path.read_text()}")
+            raise RuntimeError(f"{role} exited with {process.returncode}:\n{log_path.read_text()}")
         if url is None and (match := _URL_LINE.search(log_path.read_text(errors="replace"))):
             url = match.group(1)
         if url and (not wait_for_media or _ready(url)):
@@ -72,7 +77,7 @@ def start_demo(*args: str, env: dict[str, str] | None = None, log_dir: Path | No
         time.sleep(0.2)
     process.kill()
     process.wait()
-    raise RuntimeError(f"demo not ready within {ready_timeout}s:\n{log_path.read_text()}")
+    raise RuntimeError(f"{role} not ready within {ready_timeout}s:\n{log_path.read_text()}")
 
 
 def _ready(url: str) -> bool:

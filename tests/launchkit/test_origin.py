@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import time
 
@@ -14,6 +15,7 @@ from launchkit.app import create_app
 from launchkit.auth import Tokens
 from launchkit.config import Config
 from launchkit.event import EventStore, State, TransitionError
+from loadtests.target import launchkit_command, start_launchkit
 from stream.ladder import Rendition
 
 TOKENS = Tokens("publish-token-for-tests", "ops-token-for-the-tests")
@@ -154,3 +156,36 @@ async def test_console_login_sets_a_session_cookie(origin):
     assert "Operator console" in await (await origin.get("/ops")).text()
     await origin.post("/ops/logout", allow_redirects=False)
     assert (await origin.get("/api/ops/status")).status == 401
+
+
+ORIGIN_ARGS = ("--ladder", "180p:320x180:300", "--fps", "15", "--segment-duration", "1", "--rtmp-port", "off",
+               "--srt-port", "off", "--source", "testcard")
+
+
+def _event_cli(origin, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        launchkit_command("event", *args, "--origin", origin.url), capture_output=True, text=True, timeout=30,
+        env={**os.environ, "LAUNCHKIT_OPS_TOKEN": TOKENS.ops},
+    )
+
+
+def test_event_state_survives_an_origin_restart_driven_by_the_cli(tmp_path):
+    env = {"LAUNCHKIT_PUBLISH_TOKEN": TOKENS.publish, "LAUNCHKIT_OPS_TOKEN": TOKENS.ops}
+    args = (*ORIGIN_ARGS, "--data-dir", str(tmp_path / "data"))
+    with start_launchkit("origin", *args, env=env, log_dir=tmp_path) as origin:
+        scheduled = _event_cli(origin, "schedule", "--start-at", "2030-06-01T14:00:00Z")
+        assert scheduled.returncode == 0, scheduled.stderr
+        assert json.loads(scheduled.stdout)["start_at"] == "2030-06-01T14:00:00+00:00"
+        assert _event_cli(origin, "live").returncode == 0
+        again = _event_cli(origin, "live")
+        assert again.returncode == 1 and "cannot live an event that is live" in again.stderr
+    with start_launchkit("origin", *args, env=env, log_dir=tmp_path) as restarted:
+        status = _event_cli(restarted, "status")
+        assert status.returncode == 0 and json.loads(status.stdout)["state"] == "live"
+        assert json.loads(status.stdout)["start_at"] == "2030-06-01T14:00:00+00:00"
+
+
+def test_event_cli_without_the_ops_token_is_a_clear_usage_error():
+    env = {k: v for k, v in os.environ.items() if k != "LAUNCHKIT_OPS_TOKEN"}
+    result = subprocess.run(launchkit_command("event", "status"), capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 2 and "LAUNCHKIT_OPS_TOKEN" in result.stderr
