@@ -12,6 +12,8 @@
   // Long enough for host and server-reflexive candidates; a slow TURN server is not waited for.
   const GATHER_TIMEOUT_MS = 3000;
   const STATS_INTERVAL_MS = 1000;
+  // An unreachable server must not keep the camera on: the session then ends by its own timeouts.
+  const DELETE_TIMEOUT_MS = 3000;
 
   const state = (window.launchkitPublisher = {
     state: "idle", // idle | starting | live | stopping | stopped | failed
@@ -155,20 +157,28 @@
     show("stopped", "Stopped.");
   }
 
-  // Ends the session on the server (DELETE) and everything local; safe to call twice.
+  // Ends the session on the server, then everything local; safe to call twice. DELETE goes
+  // first: closing first would make the server end the session by itself and answer 404.
   async function release() {
     clearInterval(statsTimer);
     statsTimer = null;
+    const resource = state.resource;
+    state.resource = null;
+    if (resource) await deleteSession(resource);
     if (pc) pc.close();
     pc = null;
     if (stream) stream.getTracks().forEach((track) => track.stop());
     stream = null;
     preview.srcObject = null;
-    const resource = state.resource;
-    state.resource = null;
-    if (!resource) return;
+  }
+
+  async function deleteSession(resource) {
     try {
-      const response = await fetch(resource, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } });
+      const response = await fetch(resource, {
+        method: "DELETE",
+        headers: { Authorization: `Bearer ${token}` },
+        signal: AbortSignal.timeout(DELETE_TIMEOUT_MS),
+      });
       if (!response.ok && response.status !== 404) state.errors.push(`DELETE: ${response.status}`);
     } catch (error) {
       state.errors.push(`DELETE: ${error.message}`);

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launchkit.config import DEMO_OPTIONS, env_name
+from launchkit.config import DEMO_OPTIONS, ORIGIN_OPTIONS, env_name
 from loadtests.target import launchkit_command, start_demo
 from tests.conftest import fetch
 
@@ -26,11 +26,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 20) 
 def test_help_documents_every_option_and_its_variable():
     top = run_cli("--help")
     assert top.returncode == 0 and "demo" in top.stdout
-    demo = run_cli("demo", "--help")
-    assert demo.returncode == 0
-    for option in DEMO_OPTIONS:
-        assert f"--{option.name}" in demo.stdout
-        assert env_name(option.name) in demo.stdout
+    for role, options in (("demo", DEMO_OPTIONS), ("origin", ORIGIN_OPTIONS)):
+        help_text = run_cli(role, "--help")
+        assert help_text.returncode == 0
+        for option in options:
+            assert f"--{option.name}" in help_text.stdout and env_name(option.name) in help_text.stdout, option.name
 
 
 @pytest.mark.parametrize(
@@ -97,5 +97,5 @@ def test_options_read_from_environment_and_flags_win(tmp_path):
 
 def test_readme_documents_every_option():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    for option in DEMO_OPTIONS:
+    for option in ORIGIN_OPTIONS:
         assert f"`--{option.name}" in readme and f"`{env_name(option.name)}`" in readme, option.name

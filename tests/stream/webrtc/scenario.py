@@ -6,7 +6,8 @@ Tests call `run_in_private_network(name, *args)`: it re-executes this module und
 A scenario is an async function registered in SCENARIOS; its log goes to stderr, which the runner
 shows when the scenario fails. Add WHEP playback scenarios the same way.
 
-    python -m tests.stream.webrtc.scenario whip-browser video/H264 video/VP8   # needs root
+    unshare --net sh -c 'ip link set lo up && exec .venv/bin/python -m tests.stream.webrtc.scenario \\
+        whip-browser video/H264 video/VP8@cross-origin'   # as root
 """
 
 from __future__ import annotations
@@ -81,13 +82,13 @@ def _blank(_wallclock: float) -> av.VideoFrame:
     return frame
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+async def _serve(app: web.Application) -> tuple[web.AppRunner, list[str]]:
+    """The app on two ports: two origins, so a page on one can publish cross-origin to the other."""
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}"
+    for _ in range(2):
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, [f"http://127.0.0.1:{port}" for _, port in runner.addresses]
 
 
 def _publish_app(endpoint: WhipEndpoint) -> web.Application:
@@ -96,7 +97,8 @@ def _publish_app(endpoint: WhipEndpoint) -> web.Application:
                          autoescape=jinja2.select_autoescape(default=True))
 
     async def publish_page(request: web.Request) -> web.Response:
-        return aiohttp_jinja2.render_template("publish.html", request, {"whip_url": "/whip", "token": TOKEN})
+        context = {"whip_url": "/whip", "token": TOKEN, "asset": lambda name: f"/static/{name}"}
+        return aiohttp_jinja2.render_template("publish.html", request, context)
 
     app.add_routes([
         web.get("/publish", publish_page),
@@ -128,7 +130,9 @@ async def _publisher_state(page: Page) -> dict[str, Any]:
                                "status: document.getElementById('status').textContent}; }")
 
 
-async def _publish_once(page: Page, program: Program, endpoint: WhipEndpoint, codec: str) -> dict[str, Any]:
+async def _publish_once(page: Page, program: Program, endpoint: WhipEndpoint, codec: str,
+                        whip_url: str) -> dict[str, Any]:
+    await page.fill("#whip-url", whip_url)
     await page.check(f"input[name=codec][value='{codec}']")
     await page.click("#start")
     await _until(lambda: len(program.inputs()) == 1, 10, "the WHIP session was not accepted")
@@ -137,6 +141,7 @@ async def _publish_once(page: Page, program: Program, endpoint: WhipEndpoint, co
                         "frames from the browser did not reach the program")
     await _until(lambda: _browser_codec_known(page), 5, "the page never reported its codec")
     result = {
+        "whip_url": whip_url,
         "seconds_to_20_frames": round(live, 2),
         "publisher": await _publisher_state(page),
         "input": _input_summary(program_input),
@@ -165,12 +170,13 @@ def _input_summary(program_input: ProgramInput) -> dict[str, Any]:
             "bytes": stats.bytes, "protocol": stats.protocol, "role": stats.role}
 
 
-async def whip_browser(*codecs: str) -> dict[str, Any]:
-    """Chromium publishes its fake camera from publish.html, once per codec, then stops."""
+async def whip_browser(*runs: str) -> dict[str, Any]:
+    """Chromium publishes its fake camera from publish.html, then stops, once per run: `CODEC`
+    (e.g. video/VP8) publishes to the page's own origin, `CODEC@cross-origin` to the other one."""
     program = Program(WIDTH, HEIGHT, FPS, lambda _frame: None, _blank)
     program.start()
     endpoint = WhipEndpoint(program, Tokens(TOKEN, "ops-token-0123456789abcdef"), LOOPBACK)
-    runner, url = await _serve(_publish_app(endpoint))
+    runner, (url, other_origin) = await _serve(_publish_app(endpoint))
     console: list[str] = []
     try:
         async with async_playwright() as playwright:
@@ -178,13 +184,17 @@ async def whip_browser(*codecs: str) -> dict[str, Any]:
             page = await browser.new_page()
             page.on("console", lambda message: message.type == "error" and console.append(message.text))
             await page.goto(f"{url}/publish")
-            runs = {codec: await _publish_once(page, program, endpoint, codec) for codec in codecs}
+            results = {}
+            for run in runs:
+                codec, _, where = run.partition("@")
+                whip_url = f"{other_origin}/whip" if where == "cross-origin" else "/whip"
+                results[run] = await _publish_once(page, program, endpoint, codec, whip_url)
             await browser.close()
     finally:
         await endpoint.close()
         await runner.cleanup()
         program.stop(1.0)
-    return {"interfaces": [name for _, name in socket.if_nameindex()], "runs": runs, "console_errors": console}
+    return {"interfaces": [name for _, name in socket.if_nameindex()], "runs": results, "console_errors": console}
 
 
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {"whip-browser": whip_browser}
