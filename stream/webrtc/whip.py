@@ -5,10 +5,10 @@ Non-trickle only: the offer must carry the publisher's candidates and the answer
 (aiortc gathers before answering), so PATCH (trickle ICE, ICE restart) answers 405 as RFC 9725
 §4.3.1 asks of servers without them. A publisher that loses its connection POSTs again.
 
-Interop measured with real publishers (DESIGN.md): an `actpass` offer is answered `setup:passive` (GStreamer's
-WHIP client fails DTLS otherwise); a `passive` offer (FFmpeg's WHIP muxer) makes us active;
-the 201 carries a Content-Length (FFmpeg fails on a chunked 201); CORS lets browser publishers
-on other origins send the Authorization header and read Location.
+Interop measured with real publishers (DESIGN.md): an `actpass` offer is answered
+`setup:passive` (GStreamer's WHIP client fails DTLS otherwise); a `passive` offer (FFmpeg's WHIP
+muxer) makes us active; the 201 carries a Content-Length (FFmpeg fails on a chunked 201); CORS
+lets browser publishers on other origins send the Authorization header and read Location.
 
 Every refusal is a one-line plain-text 4xx counted in INGEST_REJECTED, and leaves no session,
 peer connection or claimed slot behind.
@@ -21,7 +21,7 @@ import logging
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCRtpReceiver, RTCRtpTransceiver, RTCSessionDescription
@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 PROTOCOL = "whip"
 SDP_TYPE = "application/sdp"
-MAX_OFFER_BYTES = 64 * 1024
 # Real offers are a few kB; anything near the limit is not a publisher.
+MAX_OFFER_BYTES = 64 * 1024
 READ_CHUNK = 16 * 1024
 # From the answer to a connected ICE + DTLS: a publisher that never connects frees its slot.
 CONNECT_TIMEOUT = 15.0
@@ -298,7 +298,7 @@ def _role(request: web.Request) -> Role:
     role = request.query.get("role", "primary")
     if role not in ("primary", "backup"):
         raise Refusal(400, "bad_request", f"role must be primary or backup, got {role[:32]!r}")
-    return role  # type: ignore[return-value]
+    return cast(Role, role)
 
 
 async def _read_offer(request: web.Request) -> str:
@@ -333,7 +333,10 @@ def _check_offer(offer: str) -> OfferSummary:
     if not video:
         raise Refusal(400, "unsupported", "the offer has no video: publish a camera or screen track")
     if len(video) > 1 or len(audio) > 1:
-        raise Refusal(400, "unsupported", "publish one video and at most one audio track (no simulcast)")
+        raise Refusal(400, "unsupported", "publish one video and at most one audio track")
+    if any(line.startswith("a=simulcast:") for line in offer.splitlines()):
+        # aiortc would feed every layer into one decoder: refuse rather than show garbage.
+        raise Refusal(400, "unsupported", "simulcast is not supported: publish a single video encoding")
     if video[0].direction not in ("sendonly", "sendrecv"):
         raise Refusal(400, "bad_request", "the offer's video is not sent (direction must be sendonly)")
     if not any(codec.mimeType.lower() in VIDEO_CODECS for codec in video[0].rtp.codecs):

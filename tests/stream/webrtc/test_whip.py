@@ -191,6 +191,8 @@ async def test_offer_without_acceptable_video_is_400(server, program, publishers
     await audio_only.setLocalDescription(await audio_only.createOffer())
     await refused(client, 400, "no video", data=audio_only.localDescription.sdp, headers=AUTH)
     await audio_only.close()
+    simulcast = offer.replace("a=mid:0\r\n", "a=mid:0\r\na=rid:h send\r\na=rid:l send\r\na=simulcast:send h;l\r\n", 1)
+    await refused(client, 400, "simulcast is not supported", data=simulcast, headers=AUTH)
     no_dtls = "".join(line for line in offer.splitlines(keepends=True) if not line.startswith("a=fingerprint"))
     await refused(client, 400, "DTLS", data=no_dtls, headers=AUTH)
     assert_nothing_left(endpoint, program)
