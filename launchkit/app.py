@@ -18,10 +18,12 @@ from launchkit.event import EventStore, State
 from launchkit.ops import OpsConsole
 from launchkit.status import StatusHandlers
 from stream.encoder import AudioSettings
+from stream.ingest.srt import SrtIngest
 from stream.packager.http import HlsHandlers, ReplayHandlers
 from stream.pipeline import Pipeline, PipelineSettings
 from stream.recorder import Recorder
 from stream.source import Source
+from stream.source.file import LoopedFile
 from stream.source.slate import SlateSettings
 from stream.source.testcard import TestCard, TestCardSettings
 
@@ -49,8 +51,6 @@ def local_source(name: str, config: Config) -> Source:
     if name == "testcard":
         top = config.ladder[0]
         return TestCard(TestCardSettings(top.width, top.height, config.fps, config.title))
-    from stream.source.file import LoopedFile  # noqa: PLC0415 (lands with the file source)
-
     return LoopedFile(Path(name))
 
 
@@ -63,6 +63,7 @@ class Services:
     pipeline: Pipeline
     events: EventStore
     recorder: Recorder | None
+    srt: SrtIngest | None = None
     hls: HlsHandlers = field(init=False)
     ops: OpsConsole = field(init=False)
 
@@ -77,7 +78,7 @@ class Services:
             "token": token,
             "whip": f"{request.scheme}://{request.host}/whip",
             "rtmp": f"rtmp://{host}:{self.config.rtmp_port}/live/{token}" if self.config.rtmp_port is not None else None,
-            "srt": (f"srt://{host}:{self.config.srt_port}?passphrase={token}&pbkeylen=16"
+            "srt": (f"srt://{host}:{self.config.srt_port}?mode=caller&passphrase={token}&pbkeylen=16"
                     if self.config.srt_port is not None else None),
         }
 
@@ -102,7 +103,9 @@ def create_app(config: Config, tokens: Tokens) -> web.Application:
         pipeline.add_local_source(local_source(config.backup_source, config), "backup")
     events = EventStore.open(config.data_dir, config.start_at, live=config.role == "demo")
     recorder = Recorder(config.data_dir / "recording") if config.data_dir else None
-    services = Services(config, tokens, pipeline, events, recorder)
+    srt = (SrtIngest(pipeline.program, tokens.publish, config.host, config.srt_port)
+           if config.srt_port is not None else None)
+    services = Services(config, tokens, pipeline, events, recorder, srt)
     services.ops = OpsConsole(services)
     services.hls = HlsHandlers(
         pipeline.hls, lambda request: events.event.state is State.LIVE or services.ops.is_operator(request)
@@ -153,12 +156,18 @@ async def _start(app: web.Application) -> None:
     if services.recorder is not None:
         services.recorder.start()
     services.pipeline.start()
+    if services.srt is not None:
+        services.srt.start()
     await services.on_event_changed()
 
 
 async def _stop(app: web.Application) -> None:
     services = app[SERVICES]
+    if services.srt is not None:
+        services.srt.request_stop()
     # Joining threads blocks: do it off the event loop so in-flight responses can finish.
     await asyncio.to_thread(services.pipeline.stop, 1.0)
+    if services.srt is not None:
+        await asyncio.to_thread(services.srt.stop, 1.0)
     if services.recorder is not None:
         await asyncio.to_thread(services.recorder.stop, 1.0)

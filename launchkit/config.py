@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stream.ladder import DEFAULT_LADDER, Rendition
+from stream.source.file import LoopedFile
 from stream.source.slate import DEFAULT_TEXT
 
 ENV_PREFIX = "LAUNCHKIT_"
@@ -160,8 +161,10 @@ def _local_source(text: str) -> str | None:
         return None
     if text.lower() == "testcard":
         return "testcard"
-    if not Path(text).is_file():
-        raise ConfigError(f"expected testcard, none or a media file, got {text!r} (no such file)")
+    try:
+        LoopedFile(Path(text))  # opens and probes the file now, so a bad one fails at startup
+    except ValueError as error:
+        raise ConfigError(f"expected testcard, none or a playable media file: {error}") from None
     return text
 
 

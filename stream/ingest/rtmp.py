@@ -233,9 +233,9 @@ class PublishGate:
             else:
                 forward += raw
             if message is not None and message_type_id in COMMAND_MESSAGES:
-                if self._check_command(decode_command(message_type_id, message)):
-                    assert self.role is not None  # publish is refused before connect
-                    request = PublishRequest(self.role, bytes(self._held + self._buffer))
+                role = self._check_command(decode_command(message_type_id, message))
+                if role is not None:
+                    request = PublishRequest(role, bytes(self._held + self._buffer))
                     self._held.clear()
                     self._buffer.clear()
                     return bytes(forward), request
@@ -278,25 +278,24 @@ class PublishGate:
             length, type_id = int.from_bytes(buffer[position + 3 : position + 6]), buffer[position + 6]
         if timestamp_field == EXTENDED_TIMESTAMP:
             header_end += 4
-        starting = stream.payload is None
-        if not starting and (length, type_id) != (stream.message_length, stream.message_type_id):
+        payload = stream.payload
+        if payload is None:
+            _check_message_start(length, type_id)  # now, not once a huge payload has arrived
+        elif (length, type_id) != (stream.message_length, stream.message_type_id):
             raise _malformed("message header changed in the middle of a message")
-        received = 0 if stream.payload is None else len(stream.payload)
-        chunk_end = header_end + min(self._chunk_size, length - received)
+        chunk_end = header_end + min(self._chunk_size, length - (len(payload) if payload is not None else 0))
         if len(buffer) < chunk_end:
             return None
-        if starting:
-            _check_message_start(length, type_id)
+        if payload is None:
             stream.timestamp_field, stream.message_length, stream.message_type_id = timestamp_field, length, type_id
-            stream.payload = bytearray()
-        assert stream.payload is not None
-        stream.payload += buffer[header_end:chunk_end]
+            payload = stream.payload = bytearray()
+        payload += buffer[header_end:chunk_end]
         raw = bytes(buffer[:chunk_end])
         del buffer[:chunk_end]
-        if len(stream.payload) < length:
+        if len(payload) < length:
             return raw, type_id, None
-        message, stream.payload = bytes(stream.payload), None
-        return raw, type_id, message
+        stream.payload = None
+        return raw, type_id, bytes(payload)
 
     def _chunk_stream(self, chunk_stream_id: int, fmt: int) -> _ChunkStream:
         stream = self._chunk_streams.get(chunk_stream_id)
@@ -319,13 +318,13 @@ class PublishGate:
             raise _malformed(f"chunk size {size} outside 1..{MAX_CHUNK_SIZE}")
         self._chunk_size = size
 
-    def _check_command(self, command: Command) -> bool:
-        """Raises `Refused` for a command that must not reach FFmpeg; True for a valid `publish`."""
+    def _check_command(self, command: Command) -> Role | None:
+        """Raises `Refused` for a command that must not reach FFmpeg; the role for a valid `publish`."""
         if self.role is None:
             if command.name != "connect":
                 raise _malformed("a command before connect")
             self.role = role_for_app(command.command_object)
-            return False
+            return None
         if command.name == "connect":
             raise _malformed("a second connect")
         if command.name in PLAY_COMMANDS:
@@ -334,7 +333,7 @@ class PublishGate:
             name = command.first_argument
             if not isinstance(name, str) or not self._is_publish_key(name.partition("?")[0]):
                 raise Refused("bad_key", "wrong application or stream key")
-        return command.name == "publish"
+        return self.role if command.name == "publish" else None
 
 
 def _check_message_start(length: int, message_type_id: int) -> None:
@@ -351,9 +350,14 @@ class RtmpDemuxer(Worker):
         super().__init__(name)
         self.remote = remote
         self.port = _free_loopback_port()
+        self.started = False
         self.finished = threading.Event()
         self._open_timeout = open_timeout
         self._target: ProgramInput | None = None
+
+    def start(self) -> None:
+        self.started = True
+        super().start()
 
     def attach(self, target: ProgramInput) -> None:
         """Called once the slot is claimed, before `publish` is forwarded (so before any media)."""
@@ -434,16 +438,22 @@ class _Session:
     """One publisher connection: gatekeeping until `publish`, then a plain relay."""
 
     def __init__(self, ingest: RtmpIngest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 number: int) -> None:
+                 number: int, task: asyncio.Task[None]) -> None:
         self._ingest = ingest
+        self.task = task
+        self._closing = False
         self._client_reader, self._client_writer = reader, writer
         self.remote = _remote(writer)
         self._deadline = asyncio.get_running_loop().time() + ingest.publish_deadline
         self._demuxer = RtmpDemuxer(f"ingest-rtmp-{number}", self.remote, ingest.publish_deadline + READ_TIMEOUT)
-        self._upstream_reader: asyncio.StreamReader | None = None
         self._upstream_writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._input: ProgramInput | None = None
+
+    def cancel(self) -> None:
+        """Ends the session, unless it is already cleaning up: a cancelled cleanup could skip release()."""
+        if not self._closing:
+            self.task.cancel()
 
     async def run(self) -> None:
         try:
@@ -463,6 +473,7 @@ class _Session:
         except _ListenerFailed as error:
             log.error("RTMP publisher from %s dropped: %s", self.remote, error)
         finally:
+            self._closing = True
             await self._close()
 
     async def _serve(self) -> None:
@@ -471,10 +482,9 @@ class _Session:
         async with asyncio.timeout_at(self._deadline):
             c0_c1 = await self._read_c0_c1()
             self._demuxer.start()
-            upstream = await self._connect_upstream()
+            upstream_reader, upstream = await self._connect_upstream()
         upstream.write(c0_c1)
-        assert self._upstream_reader is not None
-        self._tasks = [asyncio.create_task(_relay(self._upstream_reader, self._client_writer)),
+        self._tasks = [asyncio.create_task(_relay(upstream_reader, self._client_writer)),
                        asyncio.create_task(self._publisher_to_upstream(upstream))]
         done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -486,12 +496,11 @@ class _Session:
             raise _malformed("not a plain RTMP handshake (RTMPS, RTMPE and other protocols are not served)")
         return c0 + await self._client_reader.readexactly(HANDSHAKE_PACKET_SIZE)
 
-    async def _connect_upstream(self) -> asyncio.StreamWriter:
+    async def _connect_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         for _ in range(UPSTREAM_CONNECT_ATTEMPTS):
             try:
-                self._upstream_reader, self._upstream_writer = await asyncio.open_connection(
-                    LOOPBACK, self._demuxer.port)
-                return self._upstream_writer
+                reader, self._upstream_writer = await asyncio.open_connection(LOOPBACK, self._demuxer.port)
+                return reader, self._upstream_writer
             except ConnectionRefusedError:
                 if self._demuxer.finished.is_set():
                     break
@@ -530,12 +539,12 @@ class _Session:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._client_writer.transport.abort()
-        if self._demuxer.port_in_use():
+        if self._demuxer.started:
             if self._upstream_writer is None:  # FFmpeg still waits in accept(): only a connection ends that
                 with contextlib.suppress(_ListenerFailed, OSError):
                     await self._connect_upstream()
             if self._upstream_writer is not None:
-                self._upstream_writer.transport.abort()
+                self._upstream_writer.transport.abort()  # FFmpeg's read ends, so does the thread
             self._demuxer.request_stop()
             await asyncio.to_thread(self._demuxer.join, JOIN_TIMEOUT)
         if self._input is not None:
@@ -551,7 +560,7 @@ class RtmpIngest:
         self.program, self.tokens = program, tokens
         self._host, self._port = host, port
         self._server: asyncio.Server | None = None
-        self.sessions: set[asyncio.Task[None]] = set()
+        self.sessions: set[_Session] = set()
         self._numbers = itertools.count(1)
 
     async def start(self) -> None:
@@ -566,10 +575,10 @@ class RtmpIngest:
         if self._server is not None:
             self._server.close()
         sessions = list(self.sessions)
-        for task in sessions:
-            task.cancel()
+        for session in sessions:
+            session.cancel()
         if sessions:
-            await asyncio.wait(sessions, timeout=1.0)
+            await asyncio.wait([s.task for s in sessions], timeout=1.0)
 
     @property
     def port(self) -> int:
@@ -579,9 +588,10 @@ class RtmpIngest:
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        assert task is not None
-        self.sessions.add(task)
+        assert task is not None  # start_server runs every callback in a task
+        session = _Session(self, reader, writer, next(self._numbers), task)
+        self.sessions.add(session)
         try:
-            await _Session(self, reader, writer, next(self._numbers)).run()
+            await session.run()
         finally:
-            self.sessions.discard(task)
+            self.sessions.discard(session)

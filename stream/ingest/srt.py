@@ -1,8 +1,8 @@
 """SRT ingest: OBS, FFmpeg or a hardware encoder connects in caller mode to our listener, with
 the publish token as the SRT passphrase.
 
-Why a Debian `ffmpeg` subprocess: PyAV's bundled FFmpeg has no SRT protocol and libsrt has no
-maintained Python binding, while Debian's ffmpeg links libsrt. So ffmpeg terminates SRT (handshake,
+Why a Debian `ffmpeg` subprocess: PyAV's bundled FFmpeg has no SRT protocol and PyPI has no
+libsrt binding, while Debian's ffmpeg links libsrt. So ffmpeg terminates SRT (handshake,
 passphrase check, AES decryption, retransmissions, latency buffer) and hands us the MPEG-TS the
 caller sends, remuxed untouched (`-c copy`), on its stdout; we demux and decode that with PyAV
 like every other ingest. The split also keeps the network-facing C code in its own process: if
@@ -190,7 +190,8 @@ class SrtIngest(Worker):
                             return _Outcome.REFUSED
                     _push(program_input, packet)
         except av.FFmpegError as error:
-            log.debug("SRT input ended: %s", error)
+            # Before any media this is just ffmpeg ending (stop, restart); after, the stream broke.
+            log.log(logging.WARNING if program_input is not None else logging.DEBUG, "SRT input ended: %s", error)
         finally:
             if program_input is not None:
                 program_input.release()

@@ -99,3 +99,10 @@ def test_readme_documents_every_option():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     for option in ORIGIN_OPTIONS:
         assert f"`--{option.name}" in readme and f"`{env_name(option.name)}`" in readme, option.name
+
+
+@pytest.mark.parametrize("source", ["/nonexistent.mp4", "/etc/hostname"])
+def test_a_rehearsal_source_that_cannot_play_is_refused_at_startup(source):
+    result = run_cli("origin", "--source", source, "--rtmp-port", "off", "--srt-port", "off")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "--source" in result.stderr and "Traceback" not in result.stderr

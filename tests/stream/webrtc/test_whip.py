@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
+import aioice.ice
 import av
 import numpy
 import pytest
@@ -15,9 +16,10 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from launchkit.auth import Tokens
+from launchkit.config import ConfigError
 from stream.program import Program, ProgramInput
 from stream.source import CapturedFrame
-from stream.webrtc import whip
+from stream.webrtc import ice, whip
 from stream.webrtc.ice import IceSettings
 from stream.webrtc.whip import WhipEndpoint
 
@@ -131,6 +133,37 @@ async def refused(client: test_utils.TestClient, status: int, message: str, meth
     assert message in text and text.count("\n") == 1, text
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     return dict(response.headers)
+
+
+# ICE settings ---------------------------------------------------------------------------------
+
+def test_ice_settings_come_from_the_environment_and_never_default_to_a_public_stun_server():
+    settings = IceSettings.from_env({"LAUNCHKIT_ICE_ADDRESSES": " 10.0.0.5, ::1 ",
+                                     "LAUNCHKIT_ICE_SERVERS": "stun:stun.example.net:3478"})
+    assert settings == IceSettings(("10.0.0.5", "::1"), ("stun:stun.example.net:3478",))
+    assert [s.urls for s in settings.rtc_configuration().iceServers] == ["stun:stun.example.net:3478"]
+    assert IceSettings.from_env({}).rtc_configuration().iceServers == []
+    with pytest.raises(ConfigError, match="LAUNCHKIT_ICE_ADDRESSES: expected IP addresses, got 'eth0'"):
+        IceSettings.from_env({"LAUNCHKIT_ICE_ADDRESSES": "eth0"})
+    with pytest.raises(ConfigError, match="LAUNCHKIT_ICE_SERVERS: expected stun:"):
+        IceSettings.from_env({"LAUNCHKIT_ICE_SERVERS": "http://stun.example.net"})
+
+
+def test_host_addresses_are_exactly_the_configured_ones():
+    try:
+        ice.apply_host_addresses(IceSettings(addresses=("127.0.0.1", "::1")))
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1", "::1"]
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
+        ice.apply_host_addresses(IceSettings())
+        assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)  # the stock scan
+    finally:
+        ice.apply_host_addresses(LOOPBACK)
+
+
+def test_mdns_candidates_are_dropped_from_offers():
+    offer = ("a=mid:0\r\na=candidate:1 1 udp 2122260223 2b4c1a3e-0f.local 54321 typ host\r\n"
+             "a=candidate:2 1 udp 2122260223 127.0.0.1 54322 typ host\r\n")
+    assert ice.without_mdns_candidates(offer) == "a=mid:0\r\na=candidate:2 1 udp 2122260223 127.0.0.1 54322 typ host\r\n"
 
 
 # Refusals ---------------------------------------------------------------------------------------

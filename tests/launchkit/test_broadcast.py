@@ -1,0 +1,109 @@
+"""A real broadcast end to end: the ffmpeg CLI publishes to a running origin, viewers get HLS."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from loadtests.target import LocalDemo, start_launchkit
+from tests.conftest import fetch
+
+PUBLISH, OPS = "publish-token-for-tests", "ops-token-for-the-tests"
+ENV = {"LAUNCHKIT_PUBLISH_TOKEN": PUBLISH, "LAUNCHKIT_OPS_TOKEN": OPS}
+LADDER = ("--ladder", "360p:640x360:600,180p:320x180:200", "--fps", "15", "--segment-duration", "1")
+PUBLISHER_INPUT = ["-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=15", "-f", "lavfi",
+                   "-i", "sine=frequency=440:sample_rate=48000", "-c:v", "libx264", "-preset", "veryfast",
+                   "-tune", "zerolatency", "-g", "15", "-c:a", "aac"]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ops(origin: LocalDemo, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        origin.url + path, data=json.dumps(body).encode() if body else None,
+        headers={"Authorization": f"Bearer {OPS}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def wait_for(predicate, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def on_air(origin: LocalDemo) -> str:
+    return ops(origin, "/api/ops/status")["on_air"]
+
+
+def ffprobe_renditions(origin: LocalDemo) -> dict[str, dict]:
+    """Decode a few seconds of every rendition the multivariant playlist lists."""
+    _, _, multivariant = fetch(origin.url + "/hls/index.m3u8")
+    results = {}
+    for uri in [line for line in multivariant.decode().splitlines() if line.endswith("index.m3u8")]:
+        result = subprocess.run(
+            ["ffprobe", "-v", "error", "-read_intervals", "%+3", "-show_entries", "stream=codec_name,width:frame=media_type",
+             "-of", "json", f"{origin.url}/hls/{uri}"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 0 and result.stderr == "", (uri, result.stderr)
+        results[uri.split("/")[0]] = json.loads(result.stdout)
+    return results
+
+
+@pytest.fixture
+def origin(tmp_path):
+    srt_port = free_udp_port()
+    with start_launchkit("origin", *LADDER, "--rtmp-port", "off", "--srt-port", str(srt_port),
+                         "--data-dir", str(tmp_path / "data"), env=ENV, log_dir=tmp_path) as running:
+        running.srt_port = srt_port
+        ops(running, "/api/ops/event", {"action": "live"})
+        yield running
+
+
+def test_srt_publisher_goes_on_air_and_every_rendition_decodes(origin):
+    url = f"srt://127.0.0.1:{origin.srt_port}?mode=caller&passphrase={PUBLISH}&pbkeylen=16"
+    publisher = subprocess.Popen(["ffmpeg", "-nostdin", "-loglevel", "error", *PUBLISHER_INPUT, "-t", "20",
+                                  "-f", "mpegts", url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: on_air(origin) == "primary", 15, "the SRT publisher on air")
+        status = ops(origin, "/api/ops/status")
+        (publisher_stats,) = status["inputs"]
+        assert (publisher_stats["protocol"], publisher_stats["video_codec"]) == ("srt", "h264")
+        decoded = ffprobe_renditions(origin)
+        assert set(decoded) == {"360p", "180p"}
+        for rendition, probe in decoded.items():
+            assert {s["codec_name"] for s in probe["streams"]} == {"h264", "aac"}, rendition
+            assert sum(f["media_type"] == "video" for f in probe["frames"]) >= 30, rendition
+    finally:
+        publisher.kill()
+        publisher.wait()
+
+
+def test_srt_with_a_wrong_passphrase_is_refused(origin):
+    url = f"srt://127.0.0.1:{origin.srt_port}?mode=caller&passphrase=not-the-publish-token&pbkeylen=16"
+    publisher = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", *PUBLISHER_INPUT, "-t", "3",
+                                "-f", "mpegts", url], capture_output=True, timeout=30)
+    assert publisher.returncode != 0
+    assert on_air(origin) == "slate" and ops(origin, "/api/ops/status")["inputs"] == []
+    _, _, metrics = fetch(origin.url + "/metrics")
+    assert 'launchkit_ingest_rejected_total{protocol="srt",reason="bad_key"} 1.0' in metrics.decode()
+    assert PUBLISH not in origin.log() and "not-the-publish-token" not in origin.log()
+
+
+def test_publish_urls_in_the_console_are_the_ones_that_work(origin):
+    publish = ops(origin, "/api/ops/status")["publish"]
+    assert publish["srt"] == f"srt://127.0.0.1:{origin.srt_port}?mode=caller&passphrase={PUBLISH}&pbkeylen=16"
+    assert publish["rtmp"] is None and publish["token"] == PUBLISH

@@ -1,0 +1,433 @@
+"""RTMP ingest: the gate on hand-built chunk streams, then real FFmpeg publishers through the proxy.
+
+Everything talks to 127.0.0.1 only; every publisher is a Debian `ffmpeg` subprocess bounded by
+`-t` and a timeout, and killed by its PID if it outlives the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import subprocess
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+import av
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from launchkit.auth import Tokens, generate_token
+from stream.ingest.rtmp import (
+    COMMAND_AMF0,
+    HANDSHAKE_PACKET_SIZE,
+    MAX_CONNECTIONS,
+    SET_CHUNK_SIZE,
+    PublishGate,
+    PublishRequest,
+    Refused,
+    RtmpIngest,
+)
+from stream.program import Program
+from stream.source import CapturedFrame
+
+WIDTH, HEIGHT, FPS = 320, 180, 15
+TOKEN = generate_token()
+VIDEO_MESSAGE = 9
+
+# --- building RTMP by hand -------------------------------------------------------------------
+
+
+def amf0(*values: object) -> bytes:
+    out = b""
+    for value in values:
+        if value is None:
+            out += b"\x05"
+        elif isinstance(value, str):
+            out += b"\x02" + struct.pack(">H", len(value.encode())) + value.encode()
+        elif isinstance(value, (int, float)):
+            out += b"\x00" + struct.pack(">d", value)
+        elif isinstance(value, dict):
+            out += b"\x03"
+            for name, item in value.items():
+                out += struct.pack(">H", len(name)) + name.encode() + amf0(item)
+            out += b"\x00\x00\x09"
+    return out
+
+
+def basic_header(fmt: int, chunk_stream_id: int) -> bytes:
+    if chunk_stream_id < 64:
+        return bytes([fmt << 6 | chunk_stream_id])
+    if chunk_stream_id < 320:
+        return bytes([fmt << 6, chunk_stream_id - 64])
+    return bytes([fmt << 6 | 1, (chunk_stream_id - 64) & 0xFF, (chunk_stream_id - 64) >> 8])
+
+
+def message(chunk_stream_id: int, type_id: int, payload: bytes, chunk_size: int = 128, timestamp: int = 0) -> bytes:
+    """One message as a type 0 chunk and type 3 continuations, extended timestamps as librtmp and FFmpeg send them."""
+    extended = struct.pack(">I", timestamp) if timestamp >= 0xFFFFFF else b""
+    header = (min(timestamp, 0xFFFFFF).to_bytes(3) + len(payload).to_bytes(3) + bytes([type_id])
+              + struct.pack("<I", 0))
+    out = basic_header(0, chunk_stream_id) + header + extended + payload[:chunk_size]
+    for start in range(chunk_size, len(payload), chunk_size):
+        out += basic_header(3, chunk_stream_id) + extended + payload[start : start + chunk_size]
+    return out
+
+
+def command(name: str, *arguments: object, chunk_stream_id: int = 3, chunk_size: int = 128, timestamp: int = 0,
+            command_object: object = None) -> bytes:
+    return message(chunk_stream_id, COMMAND_AMF0, amf0(name, 1, command_object, *arguments), chunk_size, timestamp)
+
+
+def connect(app: str = "live", timestamp: int = 0) -> bytes:
+    # Padded like a real client's connect so that it spans several chunks.
+    return command("connect", command_object={"app": app, "type": "nonprivate", "flashVer": "FMLE/3.0",
+                                               "tcUrl": f"rtmp://127.0.0.1/{app}", "swfUrl": "x" * 100},
+                   timestamp=timestamp)
+
+
+def set_chunk_size(size: int) -> bytes:
+    return message(2, SET_CHUNK_SIZE, struct.pack(">I", size))
+
+
+C2 = bytes(HANDSHAKE_PACKET_SIZE)
+
+
+def obs_like_session(key: str = TOKEN, app: str = "live") -> bytes:
+    """OBS's order: connect, Set Chunk Size, releaseStream, FCPublish, createStream, publish.
+
+    Also every header form: an extended timestamp repeated in continuation chunks (connect), and
+    2- and 3-byte basic headers (createStream, publish).
+    """
+    return (C2 + connect(app, timestamp=0x01000000) + set_chunk_size(4096)
+            + command("releaseStream", key, chunk_size=4096) + command("FCPublish", key, chunk_size=4096)
+            + command("createStream", chunk_stream_id=100, chunk_size=4096)
+            + command("publish", key, "live", chunk_stream_id=400, chunk_size=4096))
+
+
+def gate() -> PublishGate:
+    return PublishGate(Tokens(TOKEN, "ops").is_publish)
+
+
+def feed_all(data: bytes, step: int) -> tuple[bytes, PublishRequest | None, bytes]:
+    """Feeds `data` in `step`-byte pieces, as a slow network would, until the publish request.
+
+    Returns what was forwarded, the request, and the bytes not fed (the session relays those).
+    """
+    publish_gate, forwarded = gate(), b""
+    for start in range(0, len(data), step):
+        forward, request = publish_gate.feed(data[start : start + step])
+        forwarded += forward
+        if request is not None:
+            return forwarded, request, data[start + step :]
+    return forwarded, None, b""
+
+
+# --- the gate, byte for byte -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", [1, 7, 128, 1 << 20])
+def test_gate_passes_a_valid_publisher_byte_for_byte_in_order(step):
+    publish = command("publish", TOKEN, "live", chunk_stream_id=400, chunk_size=4096)
+    data = obs_like_session() + message(6, VIDEO_MESSAGE, b"\x17\x01" + bytes(5000), chunk_size=4096)
+    forwarded, request, rest = feed_all(data, step)
+    assert request is not None and request.role == "primary"
+    # Nothing is dropped or reordered: what FFmpeg sees is exactly what the publisher sent.
+    assert forwarded + request.held + rest == data
+    assert forwarded.endswith(data[: data.index(publish)])  # all but publish passed before the claim
+    assert request.held.startswith(publish)
+
+
+def test_gate_holds_commands_until_complete_and_keeps_order_with_control_messages():
+    connect_chunks = connect()
+    first_chunk_end = 1 + 11 + 128
+    interleaved = C2 + connect_chunks[:first_chunk_end] + message(2, 5, struct.pack(">I", 2500000))
+    publish_gate = gate()
+    forward, request = publish_gate.feed(interleaved)
+    assert (forward, request) == (C2, None)  # the Window Ack Size waits behind the half-read connect
+    forward, request = publish_gate.feed(connect_chunks[first_chunk_end:])
+    assert forward == interleaved[len(C2):] + connect_chunks[first_chunk_end:] and request is None
+    assert publish_gate.role == "primary"
+
+
+def test_gate_maps_the_backup_app_and_tolerates_slash_and_query():
+    for app, role in (("backup", "backup"), ("live/", "primary"), ("backup?x=1", "backup")):
+        _, request, _ = feed_all(obs_like_session(app=app), 1 << 20)
+        assert request is not None and request.role == role
+    _, request, _ = feed_all(obs_like_session(key=f"{TOKEN}?role=whatever"), 1 << 20)
+    assert request is not None
+
+
+@pytest.mark.parametrize("data", [
+    pytest.param(obs_like_session(key="wrong"), id="wrong key at releaseStream"),
+    pytest.param(C2 + connect() + command("publish", "", "live"), id="missing key"),
+    pytest.param(C2 + connect() + command("publish", None, "live"), id="no stream name"),
+    pytest.param(C2 + connect("other"), id="wrong app"),
+    pytest.param(C2 + connect(TOKEN), id="key as app"),
+    pytest.param(C2 + command("connect", command_object=None), id="connect without app"),
+])
+def test_gate_refuses_a_wrong_key_or_app_before_forwarding_it(data):
+    publish_gate = gate()
+    with pytest.raises(Refused) as refused:
+        publish_gate.feed(data)
+    assert refused.value.reason == "bad_key"
+    assert TOKEN not in str(refused.value)
+
+
+@pytest.mark.parametrize("data", [
+    pytest.param(C2 + connect() + message(6, VIDEO_MESSAGE, b"\x17\x00"), id="media before publish"),
+    pytest.param(C2 + connect() + message(5, 18, amf0("@setDataFrame")), id="metadata before publish"),
+    pytest.param(C2 + command("publish", TOKEN, "live"), id="publish before connect"),
+    pytest.param(C2 + connect() + connect(), id="second connect"),
+    pytest.param(C2 + connect() + command("play", TOKEN), id="play"),
+    pytest.param(C2 + set_chunk_size(0), id="chunk size zero"),
+    pytest.param(C2 + set_chunk_size(1 << 30), id="chunk size too big"),
+    pytest.param(C2 + b"\x03" + b"\x00\x00\x00" + (1 << 20).to_bytes(3) + b"\x14" + bytes(4), id="huge command"),
+    pytest.param(C2 + b"\xc5", id="chunk stream starting without a header"),
+    pytest.param(C2 + message(3, COMMAND_AMF0, b"\x02\x00\x07connect\x00\x3f"), id="truncated AMF0"),
+    pytest.param(C2 + message(3, COMMAND_AMF0, amf0("connect", 1) + b"\x0a\x00\x00\x00\x01" * 40),
+                 id="AMF0 nested too deep"),
+    pytest.param(C2 + message(3, COMMAND_AMF0, amf0("connect", 1) + b"\x11"), id="AMF3 value"),
+    pytest.param(C2 + b"".join(set_chunk_size(128).replace(b"\x02", bytes([c]), 1) for c in range(2, 20)),
+                 id="too many chunk streams"),
+])
+def test_gate_refuses_malformed_or_out_of_order_input(data):
+    with pytest.raises(Refused) as refused:
+        gate().feed(data)
+    assert refused.value.reason == "bad_request"
+
+
+# --- real publishers through the proxy -------------------------------------------------------
+
+SLATE = av.VideoFrame.from_ndarray(np.zeros((HEIGHT * 3 // 2, WIDTH), np.uint8), format="yuv420p")
+
+
+@pytest.fixture
+def captured() -> deque[CapturedFrame]:
+    return deque(maxlen=5000)
+
+
+@pytest.fixture
+def program(captured):
+    program = Program(WIDTH, HEIGHT, FPS, captured.append, lambda wallclock: SLATE)
+    program.start()
+    yield program
+    program.stop(1.0)
+
+
+@pytest.fixture
+async def ingest(program):
+    ingest = RtmpIngest(program, Tokens(TOKEN, generate_token()), "127.0.0.1", 0)
+    await ingest.start()
+    yield ingest
+    await ingest.stop()
+
+
+def url(ingest: RtmpIngest, path: str) -> str:
+    return f"rtmp://127.0.0.1:{ingest.port}/{path}"
+
+
+async def start_publisher(target: str, seconds: float) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
+        "-f", "lavfi", "-i", f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS}",
+        "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=44100",
+        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", str(FPS), "-c:a", "aac",
+        "-t", str(seconds), "-f", "flv", target,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+async def finish(process: asyncio.subprocess.Process, timeout: float) -> int | None:
+    """The publisher's exit code, or None if it ran past `timeout` (it is then killed by its PID)."""
+    try:
+        return await asyncio.wait_for(process.wait(), timeout)
+    except TimeoutError:
+        await kill(process)
+        return None
+
+
+async def kill(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+async def until(condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(interval)
+    return condition()
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def rejected(reason: str) -> float:
+    return sample("launchkit_ingest_rejected_total", protocol="rtmp", reason=reason)
+
+
+def rtmp_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("ingest-rtmp-")]
+
+
+async def test_right_key_goes_on_air_and_frees_the_slot_when_the_publisher_stops(ingest, program, captured):
+    publisher = await start_publisher(url(ingest, f"live/{TOKEN}"), seconds=4)
+    try:
+        assert await until(lambda: program.on_air == "primary", timeout=5)
+        (publisher_input,) = program.inputs()
+        assert (publisher_input.stats.protocol, publisher_input.role) == ("rtmp", "primary")
+        assert publisher_input.stats.remote.startswith("127.0.0.1:")
+        assert await until(lambda: publisher_input.stats.frames > 30, timeout=5)
+        assert (publisher_input.stats.video_codec, publisher_input.stats.audio_codec) == ("h264", "aac")
+        assert (publisher_input.stats.width, publisher_input.stats.height) == (WIDTH, HEIGHT)
+        assert publisher_input.stats.bytes > 10_000
+        assert any(c.is_video and c.frame is not SLATE for c in list(captured))  # the publisher's picture
+        assert await finish(publisher, timeout=10) == 0
+    finally:
+        await kill(publisher)
+    assert await until(lambda: not program.inputs(), timeout=2)
+    assert publisher_input.closed
+    assert await until(lambda: program.on_air == "slate", timeout=2)
+
+
+@pytest.mark.parametrize("path, presented", [
+    ("live/not-the-publish-token-at-all", "not-the-publish-token-at-all"),
+    ("live", None),
+    (f"other/{TOKEN}", TOKEN),
+], ids=["wrong key", "missing key", "wrong app"])
+async def test_wrong_key_or_app_is_refused_before_any_media(ingest, program, caplog, path, presented):
+    caplog.set_level(logging.DEBUG)
+    before = rejected("bad_key")
+    connections_before = sample("launchkit_ingest_connections_total", protocol="rtmp", role="primary")
+    publisher = await start_publisher(url(ingest, path), seconds=3)
+    slots_seen = []
+    deadline = time.monotonic() + 10
+    while publisher.returncode is None and time.monotonic() < deadline:
+        slots_seen.append(program.inputs())
+        await asyncio.sleep(0.01)
+    assert await finish(publisher, timeout=1) not in (0, None)
+    assert all(slots == [] for slots in slots_seen) and program.on_air == "slate"
+    assert sample("launchkit_ingest_connections_total", protocol="rtmp", role="primary") == connections_before
+    assert rejected("bad_key") == before + 1
+    warnings = [r for r in caplog.records if r.name == "stream.ingest.rtmp" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "127.0.0.1:" in warnings[0].getMessage()
+    if presented:
+        assert not any(presented in r.getMessage() for r in caplog.records)
+    assert await until(lambda: not rtmp_threads(), timeout=2)
+
+
+async def test_second_primary_is_refused_busy_while_the_backup_app_gets_the_backup_slot(ingest, program):
+    first = await start_publisher(url(ingest, f"live/{TOKEN}"), seconds=8)
+    try:
+        assert await until(lambda: program.on_air == "primary", timeout=5)
+        (first_input,) = program.inputs()
+        busy_before = rejected("busy")
+        second = await start_publisher(url(ingest, f"live/{TOKEN}"), seconds=3)
+        assert await finish(second, timeout=8) not in (0, None)
+        assert rejected("busy") == busy_before + 1
+        frames = first_input.stats.frames
+        assert await until(lambda: first_input.stats.frames > frames + 5, timeout=2)  # the first keeps going
+        assert program.inputs() == [first_input] and program.on_air == "primary"
+
+        backup = await start_publisher(url(ingest, f"backup/{TOKEN}"), seconds=2)
+        assert await until(lambda: [i.role for i in program.inputs()] == ["primary", "backup"], timeout=5)
+        assert program.on_air == "primary"  # primary wins while it is fresh
+        assert await finish(backup, timeout=8) == 0
+        assert await until(lambda: program.inputs() == [first_input], timeout=2)
+    finally:
+        await kill(first)
+    assert await until(lambda: not program.inputs(), timeout=2)
+
+
+async def open_rtmp(ingest: RtmpIngest, handshake: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", ingest.port)
+    if handshake:  # the server side here is FFmpeg's, behind the gate
+        writer.write(b"\x03" + bytes(8) + os.urandom(HANDSHAKE_PACKET_SIZE - 8))
+        s0_s1_s2 = await asyncio.wait_for(reader.readexactly(1 + 2 * HANDSHAKE_PACKET_SIZE), 5)
+        writer.write(s0_s1_s2[1 : 1 + HANDSHAKE_PACKET_SIZE])  # C2 echoes S1
+    return reader, writer
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(65536):
+                pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_garbage_and_silent_clients_are_closed_without_a_traceback(ingest, caplog):
+    caplog.set_level(logging.DEBUG)
+    ingest.publish_deadline = 1.0
+    before = rejected("bad_request")
+
+    reader, writer = await open_rtmp(ingest, handshake=False)
+    writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert await closed_by_server(reader, within=1)
+
+    reader, writer = await open_rtmp(ingest, handshake=True)
+    writer.write(connect() + message(6, VIDEO_MESSAGE, b"\x17\x00" + bytes(100)))
+    assert await closed_by_server(reader, within=1)
+
+    started = time.monotonic()
+    reader, writer = await open_rtmp(ingest, handshake=False)  # says nothing at all
+    assert await closed_by_server(reader, within=3)
+    assert 0.9 < time.monotonic() - started < 2.5
+
+    reader, writer = await open_rtmp(ingest, handshake=True)  # handshakes, then stalls
+    assert await closed_by_server(reader, within=3)
+
+    warnings = len([r for r in caplog.records if r.levelno >= logging.WARNING])
+    reader, writer = await open_rtmp(ingest, handshake=False)  # a TCP health check: connect, close
+    writer.close()
+    await asyncio.sleep(0.2)
+
+    assert rejected("bad_request") == before + 4
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == warnings
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    await ingest.stop()
+    assert rtmp_threads() == []
+
+
+async def test_stop_with_a_live_publisher_returns_quickly_and_leaves_no_thread(ingest, program):
+    publisher = await start_publisher(url(ingest, f"live/{TOKEN}"), seconds=20)
+    try:
+        assert await until(lambda: program.on_air == "primary", timeout=5)
+        assert rtmp_threads()
+        started = time.monotonic()
+        await ingest.stop()
+        assert time.monotonic() - started < 1.0
+        assert rtmp_threads() == []
+        assert program.inputs() == []
+        assert await finish(publisher, timeout=5) not in (0, None)  # the publisher sees its connection end
+    finally:
+        await kill(publisher)
+
+
+async def test_a_busy_port_fails_start_with_a_clear_message(ingest, program):
+    taken = RtmpIngest(program, Tokens(TOKEN, "ops"), "127.0.0.1", ingest.port)
+    with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{ingest.port}"):
+        await taken.start()
+
+
+async def test_connections_beyond_the_cap_are_refused_busy(ingest):
+    ingest.publish_deadline = 1.0
+    busy_before = rejected("busy")
+    idle = [await open_rtmp(ingest, handshake=False) for _ in range(MAX_CONNECTIONS)]
+    reader, _ = await open_rtmp(ingest, handshake=False)
+    assert await closed_by_server(reader, within=0.5)
+    assert rejected("busy") == busy_before + 1
+    for reader, _ in idle:  # the idle ones go at the deadline
+        assert await closed_by_server(reader, within=2)
