@@ -26,6 +26,8 @@ from stream.source import Source
 from stream.source.file import LoopedFile
 from stream.source.slate import SlateSettings
 from stream.source.testcard import TestCard, TestCardSettings
+from stream.webrtc.ice import IceSettings
+from stream.webrtc.whip import WhipEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 
 
-def create_app(config: Config, tokens: Tokens) -> web.Application:
+def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -> web.Application:
     """Build the app for `config.role`. Call from inside the running event loop."""
     pipeline = Pipeline(pipeline_settings(config), asyncio.get_running_loop())
     if config.source:
@@ -106,6 +108,7 @@ def create_app(config: Config, tokens: Tokens) -> web.Application:
     srt = (SrtIngest(pipeline.program, tokens.publish, config.host, config.srt_port)
            if config.srt_port is not None else None)
     services = Services(config, tokens, pipeline, events, recorder, srt)
+    whip = WhipEndpoint(pipeline.program, tokens, ice or IceSettings())
     services.ops = OpsConsole(services)
     services.hls = HlsHandlers(
         pipeline.hls, lambda request: events.event.state is State.LIVE or services.ops.is_operator(request)
@@ -122,6 +125,7 @@ def create_app(config: Config, tokens: Tokens) -> web.Application:
     landing.setup(app)
     app.on_response_prepare.append(middleware.count_response_bytes)
     app.on_startup.append(_start)
+    app.on_cleanup.append(lambda app: whip.close())  # publishers first, then the threads they feed
     app.on_cleanup.append(_stop)
     hls = services.hls
     app.add_routes([
@@ -129,6 +133,11 @@ def create_app(config: Config, tokens: Tokens) -> web.Application:
         web.get("/embed", landing.embed),
         web.static("/static", landing.static_dir, append_version=False),
         web.get("/api/status", status.api_status),
+        web.post("/whip", whip.post),
+        web.options("/whip", whip.options),
+        web.delete("/whip/{session}", whip.delete),
+        web.patch("/whip/{session}", whip.patch),
+        web.options("/whip/{session}", whip.options),
         web.get("/hls/index.m3u8", hls.multivariant),
         web.get(f"/hls/{RENDITION}/index.m3u8", hls.media_playlist),
         web.get(f"/hls/{RENDITION}/{MEDIA_NAME}", hls.media),

@@ -20,6 +20,7 @@ from launchkit.config import (
     env_defaults,
     env_name,
 )
+from stream.webrtc.ice import IceSettings
 
 EXIT_RUNTIME_ERROR, EXIT_USAGE = 1, 2
 
@@ -100,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from_env = env_defaults(ORIGIN_OPTIONS, os.environ)
         tokens = tokens_from_env(os.environ)
+        ice = IceSettings.from_env(os.environ)
     except ConfigError as error:
         print(f"launchkit: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -122,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from launchkit.server import ListenError, run
 
     try:
-        run(config, tokens)
+        run(config, tokens, ice)
     except ListenError as error:
         print(f"launchkit {args.command}: error: {error}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR

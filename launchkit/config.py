@@ -272,9 +272,10 @@ class Config:
     def for_role(cls, role: str, values: dict[str, Any]) -> Config:
         defaults = {option.attribute: option.default for option in ALL_OPTIONS}
         if role == "demo":
-            # Everything in one process on this machine: the card is the publisher, no ingest
-            # ports, nothing written to disk.
-            defaults.update(source="testcard", rtmp_port=None, srt_port=None, data_dir=None)
+            # Everything in one process on this machine: the card stands in as the backup (so a
+            # WHIP publisher from the console takes over as primary), no ingest ports, nothing
+            # written to disk.
+            defaults.update(backup_source="testcard", rtmp_port=None, srt_port=None, data_dir=None)
         merged = {**defaults, **values, "role": role}
         return cls(**{f.name: merged[f.name] for f in fields(cls)})
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from launchkit.app import create_app
 from launchkit.auth import Tokens
 from launchkit.config import Config
+from stream.webrtc.ice import IceSettings
 
 log = logging.getLogger("launchkit")
 
@@ -41,13 +42,13 @@ def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def run(config: Config, tokens: Tokens) -> None:
+def run(config: Config, tokens: Tokens, ice: IceSettings) -> None:
     sock = listen(config.host, config.port)
-    asyncio.run(_serve(sock, config, tokens))
+    asyncio.run(_serve(sock, config, tokens, ice))
 
 
-async def _serve(sock: socket.socket, config: Config, tokens: Tokens) -> None:
-    app = create_app(config, tokens)
+async def _serve(sock: socket.socket, config: Config, tokens: Tokens, ice: IceSettings) -> None:
+    app = create_app(config, tokens, ice)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -76,14 +77,13 @@ def _announce(config: Config, tokens: Tokens, port: int) -> None:
         f"  status (JSON)     {base}/api/status",
         f"  operator console  {base}/ops",
         f"  metrics           {base}/metrics",
+        f"  WHIP ingest       {base}/whip  (Authorization: Bearer <publish token>)",
     ]
-    if config.role != "demo":
-        lines.append(f"  WHIP ingest       {base}/whip  (Authorization: Bearer <publish token>)")
-        if config.rtmp_port is not None:
-            lines.append(f"  RTMP ingest       rtmp://{_authority(config.advertised_host, config.rtmp_port)}/live/<publish token>")
-        if config.srt_port is not None:
-            lines.append(f"  SRT ingest        srt://{_authority(config.advertised_host, config.srt_port)}"
-                         "?passphrase=<publish token>")
+    if config.rtmp_port is not None:
+        lines.append(f"  RTMP ingest       rtmp://{_authority(config.advertised_host, config.rtmp_port)}/live/<publish token>")
+    if config.srt_port is not None:
+        lines.append(f"  SRT ingest        srt://{_authority(config.advertised_host, config.srt_port)}"
+                     "?passphrase=<publish token>")
     if tokens.generated:
         # Printed once so a newcomer can use the console; production sets both variables.
         lines += [

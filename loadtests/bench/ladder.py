@@ -654,7 +654,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def _quote(arg: str) -> str:
-    return f'"{arg}"' if re.search(r"[\s;\[\]():,*]", arg) else arg
+    return f'"{arg}"' if re.search(r"[\s;\[\]()*,]", arg) else arg
 
 
 def banner_lines(launchkit: dict[str, str], ffmpeg: dict[str, str]) -> list[str]:

@@ -57,7 +57,7 @@ EXTENDED_TIMESTAMP = 0xFFFFFF
 MESSAGE_HEADER_SIZES = (11, 7, 3, 0)  # by chunk type (the basic header's fmt)
 MAX_AMF_DEPTH = 8
 
-# Message type ids (RTMP 1.0 spec, 5.4 and 7.1).
+# Message type ids (RTMP 1.0 spec, 5.4 and 7.1). Abort is relayed but not acted on, as FFmpeg does.
 SET_CHUNK_SIZE, ABORT, ACKNOWLEDGEMENT, USER_CONTROL, WINDOW_ACK_SIZE, SET_PEER_BANDWIDTH = 1, 2, 3, 4, 5, 6
 COMMAND_AMF3, COMMAND_AMF0 = 17, 20
 CONTROL_MESSAGES = frozenset({SET_CHUNK_SIZE, ABORT, ACKNOWLEDGEMENT, USER_CONTROL, WINDOW_ACK_SIZE,
@@ -384,6 +384,9 @@ class RtmpDemuxer(Worker):
 
     def _decode(self, container: av.container.InputContainer, target: ProgramInput) -> None:
         streams = [s for s in (*container.streams.video[:1], *container.streams.audio[:1]) if s.codec_context]
+        if not streams:  # e.g. a codec this FFmpeg build cannot decode: free the slot rather than hold it silent
+            log.warning("RTMP publisher from %s sent no audio or video we can decode; dropping it", self.remote)
+            return
         target.set_codecs(video=next((s.codec_context.name for s in streams if s.type == "video"), None),
                           audio=next((s.codec_context.name for s in streams if s.type == "audio"), None))
         try:
@@ -438,9 +441,8 @@ class _Session:
     """One publisher connection: gatekeeping until `publish`, then a plain relay."""
 
     def __init__(self, ingest: RtmpIngest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 number: int, task: asyncio.Task[None]) -> None:
+                 number: int) -> None:
         self._ingest = ingest
-        self.task = task
         self._closing = False
         self._client_reader, self._client_writer = reader, writer
         self.remote = _remote(writer)
@@ -449,6 +451,8 @@ class _Session:
         self._upstream_writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._input: ProgramInput | None = None
+        # Its own task, not start_server's: Python 3.11 logs an error when that one ends cancelled.
+        self.task = asyncio.create_task(self.run(), name=f"rtmp-session-{number}")
 
     def cancel(self) -> None:
         """Ends the session, unless it is already cleaning up: a cancelled cleanup could skip release()."""
@@ -587,11 +591,9 @@ class RtmpIngest:
         return self._port
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None  # start_server runs every callback in a task
-        session = _Session(self, reader, writer, next(self._numbers), task)
+        session = _Session(self, reader, writer, next(self._numbers))
         self.sessions.add(session)
         try:
-            await session.run()
+            await asyncio.wait([session.task])  # unlike `await`, does not raise when stop() cancels it
         finally:
             self.sessions.discard(session)

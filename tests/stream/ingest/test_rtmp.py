@@ -401,7 +401,7 @@ async def test_garbage_and_silent_clients_are_closed_without_a_traceback(ingest,
     assert rtmp_threads() == []
 
 
-async def test_stop_with_a_live_publisher_returns_quickly_and_leaves_no_thread(ingest, program):
+async def test_stop_with_a_live_publisher_returns_quickly_and_leaves_no_thread(ingest, program, caplog):
     publisher = await start_publisher(url(ingest, f"live/{TOKEN}"), seconds=20)
     try:
         assert await until(lambda: program.on_air == "primary", timeout=5)
@@ -411,6 +411,8 @@ async def test_stop_with_a_live_publisher_returns_quickly_and_leaves_no_thread(i
         assert time.monotonic() - started < 1.0
         assert rtmp_threads() == []
         assert program.inputs() == []
+        await asyncio.sleep(0.1)  # asyncio reports a mishandled cancelled task on the next loop turn
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert await finish(publisher, timeout=5) not in (0, None)  # the publisher sees its connection end
     finally:
         await kill(publisher)
@@ -431,3 +433,19 @@ async def test_connections_beyond_the_cap_are_refused_busy(ingest):
     assert rejected("busy") == busy_before + 1
     for reader, _ in idle:  # the idle ones go at the deadline
         assert await closed_by_server(reader, within=2)
+
+
+async def test_stop_ends_sessions_in_every_phase_without_errors(ingest, caplog):
+    silent = await open_rtmp(ingest, handshake=False)
+    negotiating = await open_rtmp(ingest, handshake=True)
+    negotiating[1].write(connect())
+    await asyncio.sleep(0.2)
+    assert len(rtmp_threads()) == 1  # a thread only for the client that completed C0 and C1
+    started = time.monotonic()
+    await ingest.stop()
+    assert time.monotonic() - started < 1.0
+    for reader, _ in (silent, negotiating):
+        assert await closed_by_server(reader, within=0.5)
+    await asyncio.sleep(0.1)
+    assert rtmp_threads() == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
