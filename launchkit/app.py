@@ -18,6 +18,7 @@ from launchkit.event import EventStore, State
 from launchkit.ops import OpsConsole
 from launchkit.status import StatusHandlers
 from stream.encoder import AudioSettings
+from stream.ingest.rtmp import RtmpIngest
 from stream.ingest.srt import SrtIngest
 from stream.packager.http import HlsHandlers, ReplayHandlers
 from stream.pipeline import Pipeline, PipelineSettings
@@ -66,6 +67,7 @@ class Services:
     events: EventStore
     recorder: Recorder | None
     srt: SrtIngest | None = None
+    rtmp: RtmpIngest | None = None
     hls: HlsHandlers = field(init=False)
     ops: OpsConsole = field(init=False)
 
@@ -107,7 +109,9 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
     recorder = Recorder(config.data_dir / "recording") if config.data_dir else None
     srt = (SrtIngest(pipeline.program, tokens.publish, config.host, config.srt_port)
            if config.srt_port is not None else None)
-    services = Services(config, tokens, pipeline, events, recorder, srt)
+    rtmp = (RtmpIngest(pipeline.program, tokens, config.host, config.rtmp_port)
+            if config.rtmp_port is not None else None)
+    services = Services(config, tokens, pipeline, events, recorder, srt, rtmp)
     whip = WhipEndpoint(pipeline.program, tokens, ice or IceSettings())
     services.ops = OpsConsole(services)
     services.hls = HlsHandlers(
@@ -165,6 +169,8 @@ async def _start(app: web.Application) -> None:
     if services.recorder is not None:
         services.recorder.start()
     services.pipeline.start()
+    if services.rtmp is not None:
+        await services.rtmp.start()
     if services.srt is not None:
         services.srt.start()
     await services.on_event_changed()
@@ -172,6 +178,8 @@ async def _start(app: web.Application) -> None:
 
 async def _stop(app: web.Application) -> None:
     services = app[SERVICES]
+    if services.rtmp is not None:
+        await services.rtmp.stop()  # publishers are released before the threads they feed stop
     if services.srt is not None:
         services.srt.request_stop()
     # Joining threads blocks: do it off the event loop so in-flight responses can finish.

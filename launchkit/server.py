@@ -57,7 +57,11 @@ async def _serve(sock: socket.socket, config: Config, tokens: Tokens, ice: IceSe
         app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE,
         access_log=logging.getLogger("launchkit.access") if config.access_log else None,
     )
-    await runner.setup()
+    try:
+        await runner.setup()  # starts ingest listeners too: a busy RTMP port fails here
+    except OSError as error:
+        await runner.cleanup()
+        raise ListenError(error.strerror or str(error)) from None
     try:
         await web.SockSite(runner, sock).start()
         _announce(config, tokens, sock.getsockname()[1])

@@ -9,7 +9,9 @@ import time
 import urllib.request
 
 import pytest
+from playwright.sync_api import sync_playwright
 
+from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS, PLAYER_STATE
 from loadtests.target import LocalDemo, start_launchkit
 from tests.conftest import fetch
 
@@ -21,8 +23,8 @@ PUBLISHER_INPUT = ["-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=15", 
                    "-tune", "zerolatency", "-g", "15", "-c:a", "aac"]
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
@@ -65,10 +67,10 @@ def ffprobe_renditions(origin: LocalDemo) -> dict[str, dict]:
 
 @pytest.fixture
 def origin(tmp_path):
-    srt_port = free_udp_port()
-    with start_launchkit("origin", *LADDER, "--rtmp-port", "off", "--srt-port", str(srt_port),
+    srt_port, rtmp_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    with start_launchkit("origin", *LADDER, "--rtmp-port", str(rtmp_port), "--srt-port", str(srt_port),
                          "--data-dir", str(tmp_path / "data"), env=ENV, log_dir=tmp_path) as running:
-        running.srt_port = srt_port
+        running.srt_port, running.rtmp_port = srt_port, rtmp_port
         ops(running, "/api/ops/event", {"action": "live"})
         yield running
 
@@ -106,4 +108,73 @@ def test_srt_with_a_wrong_passphrase_is_refused(origin):
 def test_publish_urls_in_the_console_are_the_ones_that_work(origin):
     publish = ops(origin, "/api/ops/status")["publish"]
     assert publish["srt"] == f"srt://127.0.0.1:{origin.srt_port}?mode=caller&passphrase={PUBLISH}&pbkeylen=16"
-    assert publish["rtmp"] is None and publish["token"] == PUBLISH
+    assert publish["rtmp"] == f"rtmp://127.0.0.1:{origin.rtmp_port}/live/{PUBLISH}"
+    assert publish["token"] == PUBLISH
+
+
+def rtmp_publisher(origin: LocalDemo, path: str, seconds: int = 60) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", *PUBLISHER_INPUT, "-t", str(seconds), "-f", "flv",
+         f"rtmp://127.0.0.1:{origin.rtmp_port}/{path}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("path", [f"live/{PUBLISH[:-1]}x", "live", f"other/{PUBLISH}"])
+def test_rtmp_with_a_wrong_key_or_app_is_refused_before_any_media(origin, path):
+    publisher = rtmp_publisher(origin, path, seconds=3)
+    try:
+        assert publisher.wait(timeout=30) != 0
+    finally:
+        publisher.kill()
+    status = ops(origin, "/api/ops/status")
+    assert status["on_air"] == "slate" and status["inputs"] == []
+    _, _, metrics = fetch(origin.url + "/metrics")
+    assert 'launchkit_ingest_rejected_total{protocol="rtmp",reason="bad_key"} 1.0' in metrics.decode()
+    assert 'launchkit_ingest_frames_total{role="primary"}' not in metrics.decode()
+    assert "refused" in origin.log().lower() and PUBLISH not in origin.log()
+
+
+def test_publisher_loss_shows_the_slate_and_the_replay_covers_the_gap(origin, tmp_path):
+    first = rtmp_publisher(origin, f"live/{PUBLISH}")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            wait_for(lambda: on_air(origin) == "primary", 15, "the RTMP publisher on air")
+            page = browser.new_page()
+            page.goto(origin.url + "/")
+            page.wait_for_function("() => document.getElementById('player').currentTime > 1", timeout=20_000)
+            first.kill()  # the venue's uplink dies
+            first.wait()
+            to_slate = wait_for(lambda: on_air(origin) == "slate", 5, "the slate")
+            assert to_slate <= 1.0  # the segment duration: viewers see the slate in the next segment
+            watched = page.evaluate(PLAYER_STATE)["time"]
+            page.wait_for_function(f"() => document.getElementById('player').currentTime > {watched + 2}",
+                                   timeout=10_000)
+            second = rtmp_publisher(origin, f"live/{PUBLISH}")
+            try:
+                wait_for(lambda: on_air(origin) == "primary", 15, "the publisher back on air")
+                watched = page.evaluate(PLAYER_STATE)["time"]
+                page.wait_for_function(f"() => document.getElementById('player').currentTime > {watched + 2}",
+                                       timeout=10_000)
+                state = page.evaluate(PLAYER_STATE)
+                assert state["errors"] == [] and state["error"] is None, state
+            finally:
+                second.kill()
+                second.wait()
+        finally:
+            browser.close()
+    ended = ops(origin, "/api/ops/event", {"action": "end"})
+    assert ended["state"] == "ended"
+    live_seconds = ended["ended_at"] - ended["live_at"]
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "frame=media_type,pts_time", "-of", "json",
+         origin.url + "/replay/360p/index.m3u8"], capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    video = [float(f["pts_time"]) for f in json.loads(result.stdout)["frames"] if f["media_type"] == "video"]
+    # One continuous timeline from start to end: publisher, slate, publisher again, no hole.
+    steps = [b - a for a, b in zip(video, video[1:])]
+    assert max(steps) < 0.1 and video[-1] - video[0] >= live_seconds - 3
+    _, _, vod = fetch(origin.url + "/replay/360p/index.m3u8")
+    assert b"#EXT-X-DISCONTINUITY" not in vod and vod.rstrip().endswith(b"#EXT-X-ENDLIST")
