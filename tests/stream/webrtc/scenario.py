@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,8 +33,11 @@ from aiohttp import web
 from playwright.async_api import Page, async_playwright
 
 from landing.app import STATIC_DIR
+from launchkit.app import SERVICES, create_app
 from launchkit.auth import Tokens
+from launchkit.config import Config
 from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS
+from stream.ladder import Rendition
 from stream.program import Program, ProgramInput
 from stream.webrtc.ice import IceSettings
 from stream.webrtc.whip import WhipEndpoint
@@ -197,7 +201,61 @@ async def whip_browser(*runs: str) -> dict[str, Any]:
     return {"interfaces": [name for _, name in socket.if_nameindex()], "runs": results, "console_errors": console}
 
 
-SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {"whip-browser": whip_browser}
+async def origin_whip(*codecs: str) -> dict[str, Any]:
+    """The whole origin: the operator signs in to /ops, publishes from /ops/publish with each codec,
+    and a viewer's landing page plays the result (HLS) while ffprobe decodes it."""
+    data_dir = Path(tempfile.mkdtemp(prefix="launchkit-origin-"))
+    config = Config.for_role("origin", {
+        "port": 0, "ladder": (Rendition("180p", 320, 180, 300_000),), "fps": FPS, "segment_duration": 1.0,
+        "rtmp_port": None, "srt_port": None, "data_dir": data_dir, "title": "WHIP origin",
+    })
+    tokens = Tokens(TOKEN, "ops-token-0123456789abcdef")
+    app = create_app(config, tokens, LOOPBACK)
+    runner, (url, _) = await _serve(app)
+    program = app[SERVICES].pipeline.program
+    await app[SERVICES].events.apply("live")
+    results: dict[str, Any] = {}
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=PUBLISHER_FLAGS)
+            operator = await browser.new_page()
+            await operator.goto(f"{url}/ops")
+            await operator.fill("#token", tokens.ops)
+            await operator.click("button[type=submit]")
+            await operator.goto(f"{url}/ops/publish")
+            viewer = await browser.new_page()
+            for codec in codecs:
+                await operator.check(f"input[name=codec][value='{codec}']")
+                await operator.click("#start")
+                await _until(lambda: program.on_air == "primary", 15, f"{codec}: the browser was not on air")
+                (program_input,) = program.inputs()
+                await viewer.goto(f"{url}/")
+                await viewer.wait_for_function("() => document.getElementById('player').currentTime > 2",
+                                               timeout=20_000)
+                probe = await asyncio.to_thread(
+                    subprocess.run, ["ffprobe", "-v", "error", "-read_intervals", "%+2", "-show_entries",
+                                     "stream=codec_name", "-of", "json", f"{url}/hls/180p/index.m3u8"],
+                    capture_output=True, text=True, timeout=30,
+                )
+                results[codec] = {
+                    "input": _input_summary(program_input),
+                    "viewer_errors": await viewer.evaluate("() => window.launchkit.errors"),
+                    "viewer_time": await viewer.evaluate("() => document.getElementById('player').currentTime"),
+                    "ffprobe": {"returncode": probe.returncode, "stderr": probe.stderr,
+                                "codecs": sorted(s["codec_name"] for s in json.loads(probe.stdout or "{}").get("streams", []))},
+                }
+                await operator.click("#stop")
+                await _until(lambda: not program.inputs(), 5, f"{codec}: the slot was not released")
+            await browser.close()
+    finally:
+        await runner.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return {"runs": results}
+
+
+SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+    "whip-browser": whip_browser, "origin-whip": origin_whip,
+}
 
 
 def main() -> None:

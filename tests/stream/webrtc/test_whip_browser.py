@@ -28,3 +28,13 @@ def test_browser_publishes_h264_and_vp8_and_stop_frees_the_slot():
         assert outcome["released"] and outcome["closed"]
         assert outcome["after_stop"]["state"] == "stopped" and outcome["after_stop"]["errors"] == [], outcome
     assert result["runs"]["video/VP8@cross-origin"]["whip_url"].startswith("http://127.0.0.1:")
+
+
+def test_console_publish_page_feeds_the_origin_and_viewers_play_the_hls():
+    result = run_in_private_network("origin-whip", "video/H264", "video/VP8", timeout=120)
+    for codec, name in (("video/H264", "h264"), ("video/VP8", "vp8")):
+        outcome = result["runs"][codec]
+        assert outcome["input"]["video_codec"] == name and outcome["input"]["protocol"] == "whip", outcome
+        assert outcome["viewer_errors"] == [] and outcome["viewer_time"] > 2, outcome
+        probe = outcome["ffprobe"]
+        assert probe["returncode"] == 0 and probe["stderr"] == "" and probe["codecs"] == ["aac", "h264"], probe
