@@ -218,13 +218,16 @@ class Program(Worker):
             video, audio = active.take(samples_per_tick) if active else (None, None)
             if video is None:
                 video = self._slate(wallclock)
-            self._note_on_air(active.role if active else "slate")
+            self._note_on_air(active.role if active else "slate", active)
             self._sink(CapturedFrame(video, wallclock))
             self._sink(CapturedFrame(audio if audio is not None else silence, wallclock))
             tick += 1
 
-    def _note_on_air(self, source: str) -> None:
+    def _note_on_air(self, source: str, active: ProgramInput | None) -> None:
         if source != self.on_air:
+            if active is not None and active.request_keyframe is not None:
+                # A publisher coming back on air: a fresh keyframe resynchronizes its decoder sooner.
+                active.request_keyframe()
             previous, self.on_air = self.on_air, source
             self.on_air_changed_at = time.time()
             log.info("on air: %s (was %s)", source, previous)

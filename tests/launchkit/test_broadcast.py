@@ -178,3 +178,32 @@ def test_publisher_loss_shows_the_slate_and_the_replay_covers_the_gap(origin, tm
     assert max(steps) < 0.1 and video[-1] - video[0] >= live_seconds - 3
     _, _, vod = fetch(origin.url + "/replay/360p/index.m3u8")
     assert b"#EXT-X-DISCONTINUITY" not in vod and vod.rstrip().endswith(b"#EXT-X-ENDLIST")
+
+
+def test_operator_console_shows_the_publisher_and_controls_the_event(origin):
+    publisher = rtmp_publisher(origin, f"live/{PUBLISH}")
+    try:
+        wait_for(lambda: on_air(origin) == "primary", 15, "the RTMP publisher on air")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page()
+                page.goto(origin.url + "/ops")
+                page.fill("#token", OPS)
+                page.click("button[type=submit]")
+                page.wait_for_function("() => document.getElementById('on-air').textContent === 'primary'",
+                                       timeout=10_000)
+                row = page.locator("#inputs tr").first.inner_text()
+                assert "rtmp" in row and "h264 + aac" in row and "640x360" in row, row
+                assert page.locator("#encoders tr").count() == 2
+                assert f"rtmp://127.0.0.1:{origin.rtmp_port}/live/{PUBLISH}" in page.locator("#publish").inner_text()
+                page.once("dialog", lambda dialog: dialog.accept())
+                page.click("#end-event")
+                page.wait_for_function("() => document.getElementById('event-state').textContent === 'ended'",
+                                       timeout=10_000)
+            finally:
+                browser.close()
+    finally:
+        publisher.kill()
+        publisher.wait()
+    assert ops(origin, "/api/ops/status")["event"]["state"] == "ended"
