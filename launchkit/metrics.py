@@ -59,7 +59,7 @@ INGEST_FRAMES = Counter(
     "launchkit_ingest_frames", "Video frames decoded from publishers", ["role"]
 )
 INGEST_FRAMES_DROPPED = Counter(
-    "launchkit_ingest_frames_dropped", "Publisher frames not used because they arrived faster than the program rate",
+    "launchkit_ingest_frames_dropped", "Publisher frames skipped to keep up (faster than the program rate, or a backlog)",
     ["role"],
 )
 INGEST_FPS = Gauge(

@@ -31,6 +31,10 @@ AUDIO_RATE, AUDIO_LAYOUT, AUDIO_FORMAT = 48000, "stereo", "s16"
 # Audio queued beyond this is dropped: publisher and program clocks drift, and a deep queue
 # would put the sound behind the picture.
 MAX_AUDIO_QUEUE_SECONDS = 0.25
+# Video frames kept to absorb network bursts (a jitter buffer of ~100 ms at 30 fps): every frame
+# of a publisher at the program rate is shown even when frames arrive two at a time; beyond this
+# depth (a faster publisher, or a backlog) the oldest frames are dropped.
+VIDEO_JITTER_FRAMES = 3
 
 
 class SlotBusy(RuntimeError):
@@ -65,7 +69,8 @@ class ProgramInput:
         self._program = program
         self.stats = IngestStats(protocol, role, remote)
         self._lock = threading.Lock()
-        self._video: av.VideoFrame | None = None
+        self._video_queue: deque[av.VideoFrame] = deque()
+        self._video: av.VideoFrame | None = None  # the frame on air, repeated while none is queued
         self._video_fresh_at = 0.0
         self._resampler = av.AudioResampler(format=AUDIO_FORMAT, layout=AUDIO_LAYOUT, rate=AUDIO_RATE)
         self._audio = av.AudioFifo()
@@ -81,10 +86,7 @@ class ProgramInput:
     def push_video(self, frame: av.VideoFrame) -> None:
         now = time.monotonic()
         with self._lock:
-            if self._video is not None and now - self._video_fresh_at < 0.5 / self._program.fps:
-                self.stats.frames_dropped += 1  # faster than the program rate: only the newest counts
-                metrics.INGEST_FRAMES_DROPPED.labels(self.role).inc()
-            self._video = frame
+            self._video_queue.append(frame)
             self._video_fresh_at = now
             self._recent_frames.append(now)
             stats = self.stats
@@ -130,10 +132,17 @@ class ProgramInput:
         return float(len(recent))
 
     def is_fresh(self, now: float, stall_timeout: float) -> bool:
-        return not self.closed and self._video is not None and now - self._video_fresh_at <= stall_timeout
+        return not self.closed and self._video_fresh_at > 0 and now - self._video_fresh_at <= stall_timeout
 
     def take(self, samples: int) -> tuple[av.VideoFrame | None, av.AudioFrame | None]:
+        """The next frame for the program's tick (the last one again if none arrived) and audio."""
         with self._lock:
+            while len(self._video_queue) > VIDEO_JITTER_FRAMES:
+                self._video_queue.popleft()
+                self.stats.frames_dropped += 1
+                metrics.INGEST_FRAMES_DROPPED.labels(self.role).inc()
+            if self._video_queue:
+                self._video = self._video_queue.popleft()
             audio = self._audio.read(samples) if self._audio.samples >= samples else None
             return self._video, audio
 

@@ -2,9 +2,13 @@
 
 import sys
 
-from loadtests.bench import encoder, latency
+from loadtests.bench import encoder, latency, slate
 
-BENCHMARKS = {"encoder CPU vs ffmpeg CLI": encoder.main, "HLS glass-to-glass latency": latency.main}
+BENCHMARKS = {
+    "encoder CPU vs ffmpeg CLI": encoder.main,
+    "HLS glass-to-glass latency": latency.main,
+    "slate switch and recovery": slate.main,
+}
 
 if __name__ == "__main__":
     failed = []

@@ -110,3 +110,24 @@ def test_audio_queue_is_bounded_when_the_publisher_runs_fast(program):
     second.sample_rate = 48000
     primary.push_audio(second)
     assert primary.audio_queued <= int(MAX_AUDIO_QUEUE_SECONDS * AUDIO_RATE)
+
+
+def test_a_bursty_publisher_at_the_program_rate_loses_no_frame(program):
+    primary = program.claim("primary", "test", "local")
+    sent = [_frame(value) for value in range(40, 40 + 24)]
+    for pair in range(0, len(sent), 2):  # two frames at once, every other tick: network bursts
+        primary.push_video(sent[pair])
+        primary.push_video(sent[pair + 1])
+        time.sleep(2 / FPS)
+    time.sleep(0.3)
+    shown = [f.frame for f in program.sink.video()]
+    assert all(any(frame is shown_frame for shown_frame in shown) for frame in sent)
+    assert primary.stats.frames_dropped == 0
+
+
+def test_a_faster_publisher_is_thinned_to_the_program_rate(program):
+    primary = program.claim("primary", "test", "local")
+    for value in range(60):  # twice the program rate for 1.5 s
+        primary.push_video(_frame(value))
+        time.sleep(0.5 / FPS)
+    assert primary.stats.frames_dropped >= 20
