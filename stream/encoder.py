@@ -85,7 +85,8 @@ class VideoEncoder:
         self._ctx = ctx
         self.parameter_sets = ParameterSets.from_annexb(ctx.extradata or b"")
         # Renditions scale the same program frame on their own threads: each needs its own
-        # scaler (PyAV caches one per frame, which must not be shared across threads).
+        # scaler (PyAV caches one per frame, which must not be shared across threads), and one
+        # thread per scaler is enough since the renditions already run in parallel.
         self._scaler = av.video.reformatter.VideoReformatter()
         self._last_boundary = -1
         self._frame_duration = round(1 / (settings.fps * VIDEO_TIME_BASE))
@@ -94,7 +95,7 @@ class VideoEncoder:
         frame = captured.frame
         if frame.width != self.settings.width or frame.height != self.settings.height or frame.format.name != "yuv420p":
             frame = self._scaler.reformat(frame, self.settings.width, self.settings.height, "yuv420p",
-                                          interpolation="BICUBIC")
+                                          interpolation="BICUBIC", threads=1)
         boundary = math.floor(frame_seconds / self.settings.keyframe_interval + 1e-6)
         # Sources may tag every frame as I (lavfi, decoders): only boundaries become keyframes.
         frame.pict_type = PictureType.I if boundary != self._last_boundary else PictureType.NONE

@@ -36,6 +36,10 @@ DEFAULT_LADDER = (
 )
 
 
+# A worker this far behind drops its oldest frame (counted) rather than letting lag grow.
+MAX_BACKLOG_SECONDS = 0.1
+
+
 class _Encoder(Protocol):
     def encode(self, captured: CapturedFrame, frame_seconds: float) -> list[EncodedPacket]: ...
 
@@ -98,7 +102,7 @@ class Ladder:
         ]
         self.audio_encoder = AudioEncoder(audio)
         self.workers = [
-            EncoderWorker(e.settings.rendition, e, bus, max_queued=max(2, fps // 2), video=True)
+            EncoderWorker(e.settings.rendition, e, bus, max_queued=max(2, round(MAX_BACKLOG_SECONDS * fps)), video=True)
             for e in self.video_encoders
         ]
         self._audio_worker = EncoderWorker("audio", self.audio_encoder, bus, max_queued=4 * fps, video=False)

@@ -2,10 +2,11 @@
 
 import sys
 
-from loadtests.bench import encoder, latency, slate
+from loadtests.bench import encoder, ladder, latency, slate
 
 BENCHMARKS = {
     "encoder CPU vs ffmpeg CLI": encoder.main,
+    "ABR ladder CPU vs ffmpeg CLI, real-time lag": ladder.main,
     "HLS glass-to-glass latency": latency.main,
     "slate switch and recovery": slate.main,
 }

@@ -652,7 +652,8 @@ def markdown(result: dict[str, Any]) -> str:
         "packager and event loop.",
         "- Encoder lag = time.time() on the worker thread right after `encode` minus the program frame's wallclock "
         "(the value `launchkit_encoder_lag_seconds` shows for the last frame), every frame; lag at bus = the same "
-        "at delivery on the event loop (what the HLS packager sees).",
+        "at delivery on the event loop (what the HLS packager sees), excluding deliveries after `Pipeline.stop()`, "
+        "which joins the threads on the loop's thread and so delays the last packets by up to ~0.1 s.",
         "",
         f"**Overall: {_verdict(result['passed'])}**",
         "",

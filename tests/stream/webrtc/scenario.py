@@ -13,6 +13,7 @@ shows when the scenario fails. Add WHEP playback scenarios the same way.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import shutil
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ import av
 import jinja2
 import pytest
 from aiohttp import web
+from av.video.frame import PictureType
 from playwright.async_api import Page, async_playwright
 
 from landing.app import STATIC_DIR
@@ -253,8 +256,258 @@ async def origin_whip(*codecs: str) -> dict[str, Any]:
     return {"runs": results}
 
 
+# FFmpeg's WHIP muxer (the FFmpeg bundled with PyAV) as the publisher -----------------------------
+
+FFMPEG_SECONDS = 5.0
+# FFmpeg's muxer waits this long for ICE + DTLS after our answer (its default is 5 s).
+FFMPEG_HANDSHAKE_MS = 10_000
+FFMPEG_PKT_SIZE = 1200
+FFMPEG_STDERR_CHARS = 20_000
+# Log lines of these FFmpeg contexts are kept in the result: the muxer and its transports.
+FFMPEG_LOG_CONTEXTS = ("whip", "dtls", "tls", "udp", "http", "tcp", "srtp")
+
+
+def _whip_app(endpoint: WhipEndpoint, exchanges: list[dict[str, Any]]) -> web.Application:
+    """The WHIP routes alone, recording each request's outcome (POST: the answer and its framing)."""
+
+    @web.middleware
+    async def record(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        response = await handler(request)
+        exchange: dict[str, Any] = {"method": request.method, "path": request.path, "status": response.status,
+                                    "authorization": request.headers.get("Authorization", "")[:7]}
+        if isinstance(response, web.Response):
+            body = response.body if isinstance(response.body, bytes) else b""
+            exchange.update(body=body.decode(errors="replace"), chunked=response.chunked,
+                            content_length=response.content_length, location=response.headers.get("Location"))
+        exchanges.append(exchange)
+        return response
+
+    app = web.Application(client_max_size=64 * 1024, middlewares=[record])
+    app.add_routes([
+        web.post("/whip", endpoint.post),
+        web.delete("/whip/{session}", endpoint.delete),
+        web.patch("/whip/{session}", endpoint.patch),
+        web.options("/whip/{session}", endpoint.options),
+    ])
+    return app
+
+
+class _LibavLog(logging.Handler):
+    """Collects FFmpeg's log lines (PyAV forwards them to the `libav.<context>` loggers)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        context = record.name.removeprefix("libav.")
+        if any(word in context.lower() for word in FFMPEG_LOG_CONTEXTS) and len(self.lines) < 400:
+            self.lines.append(f"[{context}] {record.levelname.lower()}: {record.getMessage().rstrip()}")
+
+
+def _ffmpeg_settings(settings: tuple[str, ...]) -> tuple[float, str, dict[str, str]]:
+    """`seconds=N`, `certificate=ffmpeg|p-256` and any other `name=value` (a whip muxer option)."""
+    options = dict(setting.split("=", 1) for setting in settings)
+    return float(options.pop("seconds", FFMPEG_SECONDS)), options.pop("certificate", "ffmpeg"), options
+
+
+def _p256_certificate(directory: Path) -> dict[str, str]:
+    """A self-signed P-256 certificate for the muxer's cert_file/key_file options (what browsers
+    and aiortc use), instead of the key FFmpeg generates itself."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lavf")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    (directory / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                          serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    (directory / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return {"cert_file": str(directory / "cert.pem"), "key_file": str(directory / "key.pem")}
+
+
+async def ffmpeg_whip_publisher(url: str, *settings: str) -> dict[str, Any]:
+    """The publisher side of `ffmpeg-whip`, in a process of its own (see `_ffmpeg_publish`), with
+    FFmpeg's log at debug level in the result."""
+    seconds, certificate, options = _ffmpeg_settings(settings)
+    libav_log = _LibavLog()
+    libav = logging.getLogger("libav")
+    libav.setLevel(logging.DEBUG)
+    libav.propagate = False  # the log is returned, not printed
+    libav.addHandler(libav_log)
+    av.logging.set_level(av.logging.DEBUG)
+    try:
+        with tempfile.TemporaryDirectory(prefix="launchkit-whip-") as directory:
+            if certificate == "p-256":
+                options.update(_p256_certificate(Path(directory)))
+            outcome = _ffmpeg_publish(url, TOKEN, seconds, options)
+    finally:
+        av.logging.set_level(None)
+    return {**outcome, "log": libav_log.lines}
+
+
+def _ffmpeg_publish(url: str, token: str, seconds: float, options: dict[str, str]) -> dict[str, Any]:
+    """Publish `seconds` of lavfi testsrc2 (H.264 baseline, no B-frames) and a stereo 48 kHz sine
+    (Opus) in real time with FFmpeg's `whip` muxer, then close (the muxer DELETEs its session).
+
+    Not in a thread of the server's process: PyAV holds the GIL in avformat_write_header and
+    av_write_trailer, where the muxer POSTs its offer and DELETEs its session, so the server's
+    event loop could never answer. Every loop is bounded by the frame count."""
+    outcome: dict[str, Any] = {"options": sorted(options), "header_written": False, "video_packets": 0,
+                               "audio_packets": 0, "closed": False, "error": None}
+    video_in = av.open(f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS}", format="lavfi")
+    audio_in = av.open("sine=frequency=440:sample_rate=48000,aformat=channel_layouts=stereo", format="lavfi")
+    output = None
+    started = time.monotonic()
+    try:
+        output = av.open(url, mode="w", format="whip", container_options={
+            "authorization": token,
+            "handshake_timeout": str(FFMPEG_HANDSHAKE_MS),
+            "pkt_size": str(FFMPEG_PKT_SIZE),
+            "strict": "experimental",  # FFmpeg flags the whip muxer AVFMT_EXPERIMENTAL
+            **options,
+        })
+        video = output.add_stream("libx264", rate=FPS, options={
+            "profile": "baseline", "preset": "ultrafast", "tune": "zerolatency", "bf": "0",
+            "x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0:repeat-headers=1:annexb=1",
+        })
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        video.bit_rate = 500_000
+        audio = output.add_stream("libopus", rate=48000, layout="stereo")  # the muxer wants stereo 48 kHz
+        audio.bit_rate = 64_000
+        frames = video_in.decode(video=0)
+        sounds = audio_in.decode(audio=0)
+        samples = 0
+        for index in range(int(seconds * FPS)):
+            picture = next(frames).reformat(format="yuv420p")
+            picture.pts, picture.time_base = index, Fraction(1, FPS)
+            picture.pict_type = PictureType.NONE  # lavfi marks every frame I: libx264 would make each an IDR
+            packets = video.encode(picture)
+            # Sound up to the end of this picture: the sine's frames are 1024 samples.
+            while samples < (index + 1) * 48000 // FPS:
+                sound = next(sounds)
+                sound.pts, sound.time_base = samples, Fraction(1, 48000)
+                samples += sound.samples
+                packets += audio.encode(sound)
+            for packet in packets:
+                output.mux(packet)  # the first call writes the header: offer, answer, ICE, DTLS
+                outcome["header_written"] = True
+                outcome["video_packets" if packet.stream is video else "audio_packets"] += 1
+            lag = started + (index + 1) / FPS - time.monotonic()
+            if lag > 0:
+                time.sleep(lag)
+        for packet in [*video.encode(None), *audio.encode(None)]:
+            output.mux(packet)
+    except Exception as error:  # the muxer's failure is the result: report it, with the log
+        outcome["error"] = f"{type(error).__name__}: {error}"
+    finally:
+        try:
+            if output is not None:
+                output.close()  # writes the trailer: the muxer DELETEs its WHIP session
+                outcome["closed"] = True
+        except Exception as error:
+            outcome["close_error"] = f"{type(error).__name__}: {error}"
+        video_in.close()
+        audio_in.close()
+    outcome["seconds"] = round(time.monotonic() - started, 2)
+    return outcome
+
+
+def _count_audio(program_input: ProgramInput) -> list[int]:
+    """Count the audio frames the session pushes into `program_input` (in a one-item list)."""
+    count = [0]
+    push_audio = program_input.push_audio
+
+    def counting_push_audio(frame: av.AudioFrame) -> None:
+        count[0] += 1
+        push_audio(frame)
+
+    program_input.push_audio = counting_push_audio  # type: ignore[method-assign]
+    return count
+
+
+def _sdp_lines(sdp: str, *prefixes: str) -> list[str]:
+    return [line.strip() for line in sdp.splitlines() if line.strip().startswith(prefixes)]
+
+
+async def ffmpeg_whip(*settings: str) -> dict[str, Any]:
+    """FFmpeg's WHIP muxer (the FFmpeg 8 bundled with PyAV) publishes H.264 + Opus in real time
+    from a child process, then closes: accepted, decoded into the program, on air, released.
+    `settings`: `seconds=N`, `certificate=p-256` (the muxer's cert_file/key_file instead of the
+    key it generates) and whip muxer options as `name=value` (e.g. whip_flags=dtls_active)."""
+    seconds, _, _ = _ffmpeg_settings(settings)
+    program = Program(WIDTH, HEIGHT, FPS, lambda _frame: None, _blank)
+    program.start()
+    endpoint = WhipEndpoint(program, Tokens(TOKEN, "ops-token-0123456789abcdef"), LOOPBACK)
+    exchanges: list[dict[str, Any]] = []
+    runner, (url, _) = await _serve(_whip_app(endpoint, exchanges))
+    result: dict[str, Any] = {"interfaces": [name for _, name in socket.if_nameindex()], "settings": settings,
+                              "errors": []}
+    # The child inherits this network namespace: 127.0.0.1 is all it can reach too.
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.stream.webrtc.scenario", "ffmpeg-whip-publisher", f"{url}/whip", *settings,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    publisher = asyncio.ensure_future(child.communicate())
+    try:
+        await _until(lambda: bool(program.inputs()) or publisher.done(), 15, "FFmpeg never POSTed an offer")
+        if program.inputs():
+            (program_input,) = program.inputs()
+            audio_frames = _count_audio(program_input)
+            live = await _until(lambda: (program_input.stats.frames > 20 and program.on_air == "primary")
+                                or publisher.done(), seconds + 10, "frames from FFmpeg did not reach the program")
+            result.update(input=_input_summary(program_input), on_air=program.on_air,
+                          sessions_while_live=endpoint.sessions())
+            if program_input.stats.frames > 20 and program.on_air == "primary":
+                result["seconds_to_20_frames"] = round(live, 2)
+        try:
+            stdout, stderr = await asyncio.wait_for(publisher, seconds + FFMPEG_HANDSHAKE_MS / 1000 + 15)
+        except TimeoutError:
+            child.kill()
+            stdout, stderr = await child.communicate()
+            result["errors"].append("the FFmpeg publisher did not finish: killed")
+        lines = stdout.decode(errors="replace").strip().splitlines()
+        result["publisher"] = json.loads(lines[-1]) if child.returncode == 0 and lines else {
+            "returncode": child.returncode}
+        result["publisher_stderr"] = stderr.decode(errors="replace")[-FFMPEG_STDERR_CHARS:]
+        try:
+            await _until(lambda: not program.inputs() and endpoint.sessions() == 0, 5, "the slot was not released")
+            result["released"] = True
+        except TimeoutError as error:
+            result.update(released=False)
+            result["errors"].append(str(error))
+        if "input" in result:
+            # Every frame, after the DELETE (stats has no audio count: the pushes are counted).
+            result["input_at_end"] = {**_input_summary(program_input), "audio_frames": audio_frames[0]}
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        await endpoint.close()
+        await runner.cleanup()
+        program.stop(1.0)
+    posts = [exchange for exchange in exchanges if exchange["method"] == "POST"]
+    answer = posts[0].get("body", "") if posts else ""
+    offer = "\n".join(line for line in result.get("publisher", {}).get("log", []) if "offer:" in line)
+    result.update(
+        exchanges=[{key: value for key, value in exchange.items() if key != "body"} for exchange in exchanges],
+        offer_setup=sorted(set(_sdp_lines(offer, "a=setup:"))),
+        answer_setup=sorted(set(_sdp_lines(answer, "a=setup:"))),
+        answer_candidates=_sdp_lines(answer, "a=candidate:"),
+        answer_codecs=_sdp_lines(answer, "a=rtpmap:", "m="),
+        answer=answer,
+    )
+    return result
+
 SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
-    "whip-browser": whip_browser, "origin-whip": origin_whip,
+    "whip-browser": whip_browser, "origin-whip": origin_whip, "ffmpeg-whip": ffmpeg_whip,
+    "ffmpeg-whip-publisher": ffmpeg_whip_publisher,
 }
 
 
