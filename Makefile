@@ -43,11 +43,14 @@ $(HLSJS): landing/package.json landing/package-lock.json
 	cp landing/node_modules/hls.js/dist/hls.min.js $@
 
 # Only what is missing: the base image's Node.js (another vendor's build) must not be replaced.
+# ffmpeg: ffprobe checks the HLS, the CLI publishes RTMP/SRT, and the origin's SRT listener is
+# Debian's ffmpeg (libsrt). iproute2: WebRTC tests bring up loopback in a private namespace.
 system-packages:
 	@packages=""; \
 	command -v ffprobe >/dev/null || packages="$$packages ffmpeg"; \
 	command -v chromium >/dev/null || packages="$$packages chromium"; \
 	command -v npm >/dev/null || packages="$$packages nodejs npm"; \
+	command -v ip >/dev/null || packages="$$packages iproute2"; \
 	if [ -n "$$packages" ]; then \
 		echo "installing Debian packages:$$packages"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$packages; \
