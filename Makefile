@@ -45,12 +45,16 @@ $(HLSJS): landing/package.json landing/package-lock.json
 # Only what is missing: the base image's Node.js (another vendor's build) must not be replaced.
 # ffmpeg: ffprobe checks the HLS, the CLI publishes RTMP/SRT, and the origin's SRT listener is
 # Debian's ffmpeg (libsrt). iproute2: WebRTC tests bring up loopback in a private namespace.
+# redis-server: edges share the waiting room through a real Redis in the tests. nginx: the
+# reference the edge is benchmarked against.
 system-packages:
 	@packages=""; \
 	command -v ffprobe >/dev/null || packages="$$packages ffmpeg"; \
 	command -v chromium >/dev/null || packages="$$packages chromium"; \
 	command -v npm >/dev/null || packages="$$packages nodejs npm"; \
 	command -v ip >/dev/null || packages="$$packages iproute2"; \
+	command -v redis-server >/dev/null || packages="$$packages redis-server"; \
+	command -v nginx >/dev/null || packages="$$packages nginx"; \
 	if [ -n "$$packages" ]; then \
 		echo "installing Debian packages:$$packages"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$packages; \
