@@ -44,6 +44,7 @@ def pipeline_settings(config: Config) -> PipelineSettings:
         audio=AudioSettings(bitrate=config.audio_bitrate * 1000),
         segment_duration=config.segment_duration,
         playlist_window=config.playlist_window,
+        part_duration=config.part_duration,
         stall_timeout=config.stall_timeout,
         slate=SlateSettings(text=config.slate_text, image=config.slate_image),
         title=config.title,

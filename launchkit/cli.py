@@ -13,6 +13,8 @@ from launchkit import __version__, control
 from launchkit.auth import MAX_TOKEN_LENGTH, MIN_TOKEN_LENGTH, Tokens
 from launchkit.config import (
     DEMO_OPTIONS,
+    EDGE_ONLY_OPTIONS,
+    EDGE_OPTIONS,
     ORIGIN_OPTIONS,
     Config,
     ConfigError,
@@ -65,6 +67,9 @@ ROLES = {
                "The production origin: publishers connect over WHIP, RTMP or SRT; the program (with a slate "
                "while no one publishes) is encoded once per rendition, packaged as HLS and recorded for the replay. "
                "Tokens come from LAUNCHKIT_PUBLISH_TOKEN and LAUNCHKIT_OPS_TOKEN."),
+    "edge": (EDGE_OPTIONS, "stateless edge: pull-through cache in front of the origin, scaled horizontally",
+             "A stateless edge: serves the landing page and relays /hls and /replay from the origin (or another "
+             "edge) with request coalescing, so the origin's load grows with the number of edges, not viewers."),
 }
 _TOKEN = re.compile(r"^[A-Za-z0-9._~-]+$")
 
@@ -99,7 +104,7 @@ def tokens_from_env(environ: dict[str, str] | os._Environ[str]) -> Tokens:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        from_env = env_defaults(ORIGIN_OPTIONS, os.environ)
+        from_env = env_defaults(ORIGIN_OPTIONS + EDGE_ONLY_OPTIONS, os.environ)
         tokens = tokens_from_env(os.environ)
         ice = IceSettings.from_env(os.environ)
     except ConfigError as error:
@@ -112,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "event":
         return control.run(args, tokens)
+    if args.command == "edge":
+        return _run_edge(args)
     options = ROLES[args.command][0]
     try:
         config = Config.for_role(args.command, {o.attribute: getattr(args, o.attribute) for o in options})
@@ -129,3 +136,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"launchkit {args.command}: error: {error}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
     return 0
+
+
+def _run_edge(args: argparse.Namespace) -> int:
+    from launchkit.edge import EdgeSettings, run_edge
+    from launchkit.server import ListenError
+
+    try:
+        settings = EdgeSettings(**{o.attribute: getattr(args, o.attribute) for o in EDGE_OPTIONS})
+    except ConfigError as error:
+        print(f"launchkit edge: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        return run_edge(settings)
+    except ListenError as error:
+        print(f"launchkit edge: error: {error}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR

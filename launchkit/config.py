@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stream.ladder import DEFAULT_LADDER, Rendition
+from stream.packager.hls import part_frames
+from stream.relay.upstream import parse_origin_url
 from stream.source.file import LoopedFile
 from stream.source.slate import DEFAULT_TEXT
 
@@ -175,6 +177,10 @@ def _directory(text: str) -> Path:
     return path
 
 
+def _part_duration(text: str) -> float | None:
+    return None if text.lower() == "auto" else _bounded_float(0.01, 10.0)(text)
+
+
 def _show_port(port: int | None) -> str:
     return "off" if port is None else str(port)
 
@@ -200,6 +206,8 @@ MEDIA_OPTIONS = (
     Option("audio-bitrate", _bounded_int(32, 320), 128, "AAC bitrate in kbit/s", "KBPS"),
     Option("segment-duration", _bounded_float(1.0, 10.0), 2.0, "HLS segment duration in seconds (= GOP length)", "S"),
     Option("playlist-window", _bounded_int(3, 60), 6, "segments listed in each media playlist", "N"),
+    Option("part-duration", _part_duration, None, "LL-HLS part duration in seconds: whole frames, dividing the "
+           "segment; auto picks the longest part up to 0.5 s", "S", show=lambda value: f"{value:g}" if value else "auto"),
     Option("slate-text", _text(200), DEFAULT_TEXT, "text of the standby card shown while no publisher is live", "TEXT"),
     Option("slate-image", _image_path, None, "background image of the standby card (PNG/JPEG)", "PATH",
            show=lambda path: str(path) if path else "a plain dark card"),
@@ -222,8 +230,38 @@ ORIGIN_OPTIONS = (
            "SOURCE", show=lambda value: value or "none"),
 )
 
+def _origin_url(text: str) -> str:
+    try:
+        return parse_origin_url(text)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _max_viewers(text: str) -> int | None:
+    value = _bounded_int(0, 10_000_000)(text)
+    return value or None
+
+
+EDGE_ONLY_OPTIONS = (
+    Option("origin", _origin_url, "http://127.0.0.1:8080", "upstream to pull from: the origin, or another edge",
+           "URL"),
+    Option("workers", _bounded_int(1, 64), 1, "edge processes sharing the port (SO_REUSEPORT); each coalesces on its own",
+           "N"),
+    Option("max-viewers", _max_viewers, None, "viewers this edge admits before the waiting room (0: unlimited)", "N",
+           show=lambda value: str(value) if value else "unlimited"),
+    Option("cache-mb", _bounded_int(1, 1_048_576), 256, "memory budget of the edge cache (LRU)", "MB"),
+    Option("max-object-mb", _bounded_int(1, 1024), 32, "larger objects are streamed through, not cached", "MB"),
+    Option("upstream-timeout", _bounded_float(0.1, 120), 5.0, "seconds for one upstream fetch (blocking LL-HLS "
+           "requests get three target durations more)", "S"),
+    Option("origin-grace", _bounded_float(0, 3600), 10.0, "seconds the edge stays ready with the origin unreachable",
+           "S"),
+    Option("drain-seconds", _bounded_float(0, 3600), 20.0, "on SIGTERM: seconds to keep serving while readiness is off",
+           "S"),
+)
+
 DEMO_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS
 ORIGIN_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS + ORIGIN_OPTIONS
+EDGE_OPTIONS = SERVER_OPTIONS + EDGE_ONLY_OPTIONS
 ALL_OPTIONS = ORIGIN_OPTIONS
 
 
@@ -243,6 +281,7 @@ class Config:
     audio_bitrate: int
     segment_duration: float
     playlist_window: int
+    part_duration: float | None
     slate_text: str
     slate_image: Path | None
     stall_timeout: float
@@ -261,6 +300,11 @@ class Config:
                 f"--segment-duration {self.segment_duration:g} × --fps {self.fps} = {frames:g} frames: "
                 "a segment must hold a whole number of frames"
             )
+        if self.part_duration is not None:
+            try:
+                part_frames(self.part_duration, self.fps, self.segment_duration)
+            except ValueError as error:
+                raise ConfigError(f"--part-duration: {error}") from None
 
     @property
     def advertised_host(self) -> str:

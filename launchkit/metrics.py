@@ -80,3 +80,59 @@ SLATE_SWITCHES = Counter(
 EVENT_STATE = Gauge(
     "launchkit_event_state", "1 for the event's current state", ["state"]
 )
+
+# Edge relay. Gauges say how worker processes combine (prometheus multiprocess mode: an edge with
+# --workers N aggregates them in /metrics).
+# Object kinds, from the request path: playlist (*.m3u8), segment (N.m4s, init-*.mp4), part (any
+# other media name under /hls/: LL-HLS parts), status (/api/status, the edge's own poll), other.
+KINDS = ("playlist", "part", "segment", "status", "other")
+# How the edge answered a viewer: hit (fresh in cache), miss (this request fetched it upstream),
+# coalesced (waited for another request's upstream fetch of the same object), stale (the origin
+# failed or was slow and a stale copy was served), error (503: nothing to serve).
+RESULTS = ("hit", "miss", "coalesced", "stale", "error")
+# Upstream outcome: ok (2xx/3xx), not_found (404/410), client_error (other 4xx), server_error (5xx),
+# timeout, unreachable (connection refused/reset, DNS), too_large (over the per-object limit).
+OUTCOMES = ("ok", "not_found", "client_error", "server_error", "timeout", "unreachable", "too_large")
+
+EDGE_REQUESTS = Counter(
+    "launchkit_edge_requests", "Viewer requests for relayed objects (/hls, /replay) by object kind and how the edge "
+    "answered: hit, miss, coalesced (followers of a single-flight fetch), stale, error", ["kind", "result"],
+)
+EDGE_UPSTREAM_REQUESTS = Counter(
+    "launchkit_edge_upstream_requests", "Requests this edge sent upstream (origin or parent edge) by object kind "
+    "and outcome", ["kind", "outcome"],
+)
+EDGE_UPSTREAM_SECONDS = Histogram(
+    "launchkit_edge_upstream_request_duration_seconds", "Time to fetch one object from upstream (whole body)",
+    ["kind"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+EDGE_UPSTREAM_BYTES = Counter(
+    "launchkit_edge_upstream_bytes", "Body bytes fetched from upstream", ["kind"]
+)
+EDGE_UPSTREAM_IN_FLIGHT = Gauge(
+    "launchkit_edge_upstream_in_flight", "Distinct objects being fetched from upstream right now",
+    multiprocess_mode="livesum",
+)
+EDGE_CACHE_BYTES = Gauge(
+    "launchkit_edge_cache_bytes", "Bytes held by the edge cache (bodies and headers), all workers",
+    multiprocess_mode="livesum",
+)
+EDGE_CACHE_OBJECTS = Gauge(
+    "launchkit_edge_cache_objects", "Objects held by the edge cache, all workers", multiprocess_mode="livesum",
+)
+EDGE_CACHE_EVICTIONS = Counter(
+    "launchkit_edge_cache_evictions", "Objects dropped from the edge cache: budget (LRU, to stay within --cache-mb) "
+    "or expired (past freshness and stale-if-error)", ["reason"],
+)
+EDGE_ORIGIN_UP = Gauge(
+    "launchkit_edge_origin_up", "1 while upstream answers (min over workers: 0 if any worker cannot reach it)",
+    multiprocess_mode="livemin",
+)
+EDGE_DRAINING = Gauge(
+    "launchkit_edge_draining", "1 while the edge drains after SIGTERM (not ready, still serving)",
+    multiprocess_mode="livemax",
+)
+EVENT_LOOP_LAG = Gauge(
+    "launchkit_event_loop_lag_seconds", "Largest event-loop lag over the last second (a periodic timer's lateness)",
+    multiprocess_mode="livemax",
+)

@@ -41,6 +41,8 @@ class PipelineSettings:
     fps: int = 30
     audio: AudioSettings = field(default_factory=AudioSettings)
     segment_duration: float = 2.0
+    # LL-HLS part duration; None picks the longest of at most 0.5 s that tiles the segment.
+    part_duration: float | None = None
     playlist_window: int = 6
     stall_timeout: float = 0.5
     slate: SlateSettings = field(default_factory=SlateSettings)
@@ -91,7 +93,7 @@ class Pipeline:
         video_track = cmaf.VideoTrack(VIDEO_TRACK_ID, 90000, video.width, video.height, encoder.parameter_sets)
         audio_track = cmaf.AudioTrack(AUDIO_TRACK_ID, audio.config)
         return RenditionPackager(info, video_track, audio_track, self.settings.segment_duration,
-                                 self.settings.playlist_window)
+                                 self.settings.playlist_window, self.settings.part_duration)
 
     def add_local_source(self, source: Source, role: Role = "primary") -> LocalSource:
         local = LocalSource(source, self.program.claim(role, source.name, "local"))

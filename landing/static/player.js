@@ -66,11 +66,15 @@
 
   function attachHlsJs(url) {
     const hls = new Hls({
-      // 1.75 segments behind the live edge (3.5 s with 2 s segments): the buffer never drops
-      // below 1.5 s while the next segment is being produced; joining late in a segment's life
-      // adds up to one segment, which playing at up to 1.15x then wins back.
-      liveSyncDurationCount: 1.75,
-      liveMaxLatencyDurationCount: 5,
+      // Low-Latency HLS: parts, blocking playlist reloads, preload hints. The player aims at the
+      // server's PART-HOLD-BACK (three parts: 1.5 s behind the newest part by default), so the
+      // origin's part duration tunes every viewer. liveSyncDuration(Count) would override that,
+      // and hls.js takes a liveMaxLatency* only next to one, so neither is set: a player that
+      // falls out of the playlist window still jumps back to the live edge. A stall raises the
+      // aim by half a second (hls.js: 1 s), at most one segment; playing at up to 1.15x wins
+      // the delay back.
+      lowLatencyMode: true,
+      liveSyncOnStallIncrease: 0.5,
       maxLiveSyncPlaybackRate: 1.15,
       backBufferLength: 30,
     });
@@ -139,14 +143,25 @@
     }
   }
 
-  async function poll() {
+  async function fetchStatus() {
     try {
       const response = await fetch(video.dataset.status, { cache: "no-store" });
-      follow(await response.json());
+      return await response.json();
     } catch (error) {
-      // Keep playing what we have; the next poll retries.
+      return null; // keep playing what we have; the next poll retries
     }
-    setTimeout(poll, state.engine ? STATUS_POLL_PLAYING_MS : STATUS_POLL_WAITING_MS);
+  }
+
+  async function poll() {
+    try {
+      const status = await fetchStatus();
+      if (status) follow(status);
+    } catch (error) {
+      // A player bug must be visible (tests read window.launchkit.errors), not swallowed.
+      state.errors.push({ type: "player", details: String(error), fatal: true, at: Date.now() });
+    } finally {
+      setTimeout(poll, state.engine ? STATUS_POLL_PLAYING_MS : STATUS_POLL_WAITING_MS);
+    }
   }
 
   video.addEventListener("playing", () => {

@@ -61,7 +61,7 @@ def _until(predicate, timeout: float) -> float:
 def _newest_segment_end(origin: LocalDemo) -> float:
     with urllib.request.urlopen(f"{origin.url}/hls/720p/index.m3u8", timeout=5) as response:
         playlist = response.read().decode()
-    stamps = re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)\n#EXTINF:([\d.]+)", playlist)
+    stamps = re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)\n(?:#EXT-X-PART:.*\n)*#EXTINF:([\d.]+)", playlist)
     start, duration = stamps[-1]
     return datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp() + float(duration)
 

@@ -1,8 +1,8 @@
 """CMAF / fragmented MP4 writer (ISO/IEC 14496-12, ISO/IEC 23000-19).
 
 Written by hand rather than through FFmpeg's mov muxer so the packager decides exactly where
-fragments start and what they carry: one `moof`+`mdat` per HLS segment today, per LL-HLS part
-later, with no muxer-side buffering between the encoder and the viewer.
+fragments start and what they carry: one `moof`+`mdat` (a CMAF chunk) per LL-HLS part, a segment
+being its parts back to back, with no muxer-side buffering between the encoder and the viewer.
 """
 
 from __future__ import annotations

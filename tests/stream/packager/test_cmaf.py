@@ -44,7 +44,11 @@ def test_init_and_segments_are_well_formed_boxes(encoded):
     assert _top_level_boxes(packager.init) == [b"ftyp", b"moov"]
     assert [s.duration for s in packager.segments] == [1.0, 1.0, 1.0]
     for segment in packager.segments:
-        assert _top_level_boxes(segment.data) == [b"moof", b"mdat"]
+        # A segment is its parts back to back: one CMAF chunk (moof+mdat) per 0.5 s part.
+        assert _top_level_boxes(segment.data) == [b"moof", b"mdat"] * 2
+        assert segment.data == b"".join(bytes(part.data) for part in segment.parts)
+        for part in segment.parts:
+            assert _top_level_boxes(bytes(part.data)) == [b"moof", b"mdat"]
 
 
 def test_ffmpeg_decodes_every_frame_without_error(encoded, tmp_path):
@@ -75,6 +79,33 @@ def test_each_segment_alone_starts_with_an_idr(encoded, tmp_path):
         first = _ffprobe(path, "-select_streams", "v", "-show_frames", "-read_intervals", "%+#1",
                          "-show_entries", "frame=key_frame,pict_type")["frames"][0]
         assert (first["key_frame"], first["pict_type"]) == (1, "I")
+
+
+def test_a_segment_of_parts_is_one_decodable_cmaf_segment(encoded, tmp_path):
+    video, audio, packets = encoded
+    packager = _packager(video, audio)
+    for packet in packets:
+        packager.on_packet(packet)
+    segment = packager.segments[1]
+    path = tmp_path / segment.uri
+    path.write_bytes(packager.init + segment.data)
+    frames = _ffprobe(path, "-show_frames", "-show_entries", "frame=media_type,pts_time")["frames"]
+    video_times = [float(f["pts_time"]) for f in frames if f["media_type"] == "video"]
+    assert video_times == pytest.approx([1 + i / 30 for i in range(30)])
+    assert sum(f["media_type"] == "audio" for f in frames) * 1024 / 48000 == pytest.approx(1.0, abs=0.05)
+
+
+def test_independent_parts_decode_alone_from_their_keyframe(encoded, tmp_path):
+    video, audio, packets = encoded
+    packager = _packager(video, audio)
+    for packet in packets:
+        packager.on_packet(packet)
+    for segment in packager.segments:
+        first = segment.parts[0]
+        path = tmp_path / first.uri
+        path.write_bytes(packager.init + first.data)
+        frames = _ffprobe(path, "-select_streams", "v", "-show_frames", "-show_entries", "frame=key_frame,pict_type")
+        assert first.independent and [f["pict_type"] for f in frames["frames"]] == ["I"] + ["P"] * 14
 
 
 def test_fragment_needs_samples():
