@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from aiohttp import web
 
 from landing.app import LandingPage
 from launchkit import middleware
+from launchkit.admission import Admission, admission_secrets
+from launchkit.admission.settings import from_options as admission_settings
 from launchkit.auth import Tokens
 from launchkit.config import Config
 from launchkit.event import EventStore, State
@@ -67,6 +70,7 @@ class Services:
     pipeline: Pipeline
     events: EventStore
     recorder: Recorder | None
+    admission: Admission
     srt: SrtIngest | None = None
     rtmp: RtmpIngest | None = None
     hls: HlsHandlers = field(init=False)
@@ -112,7 +116,12 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
            if config.srt_port is not None else None)
     rtmp = (RtmpIngest(pipeline.program, tokens, config.host, config.rtmp_port)
             if config.rtmp_port is not None else None)
-    services = Services(config, tokens, pipeline, events, recorder, srt, rtmp)
+    top = config.ladder[0]
+    admission = Admission(
+        admission_settings(config, viewer_mbps=(top.bitrate + config.audio_bitrate * 1000) * 1.1 / 1e6),
+        admission_secrets(os.environ, tokens.ops), bypass=lambda request: services.ops.is_operator(request),
+    )
+    services = Services(config, tokens, pipeline, events, recorder, admission, srt, rtmp)
     whip = WhipEndpoint(pipeline.program, tokens, ice or IceSettings())
     services.ops = OpsConsole(services)
     services.hls = HlsHandlers(
@@ -127,6 +136,8 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
 
     app = web.Application(middlewares=[middleware.observe], client_max_size=64 * 1024)
     app[SERVICES] = services
+    admission.setup(app)
+    app.add_routes(admission.routes())
     landing.setup(app)
     app.on_response_prepare.append(middleware.count_response_bytes)
     app.on_startup.append(_start)

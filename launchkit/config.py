@@ -247,8 +247,6 @@ EDGE_ONLY_OPTIONS = (
            "URL"),
     Option("workers", _bounded_int(1, 64), 1, "edge processes sharing the port (SO_REUSEPORT); each coalesces on its own",
            "N"),
-    Option("max-viewers", _max_viewers, None, "viewers this edge admits before the waiting room (0: unlimited)", "N",
-           show=lambda value: str(value) if value else "unlimited"),
     Option("cache-mb", _bounded_int(1, 1_048_576), 256, "memory budget of the edge cache (LRU)", "MB"),
     Option("max-object-mb", _bounded_int(1, 1024), 32, "larger objects are streamed through, not cached", "MB"),
     Option("upstream-timeout", _bounded_float(0.1, 120), 5.0, "seconds for one upstream fetch (blocking LL-HLS "
@@ -259,9 +257,26 @@ EDGE_ONLY_OPTIONS = (
            "S"),
 )
 
-DEMO_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS
-ORIGIN_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS + ORIGIN_OPTIONS
-EDGE_OPTIONS = SERVER_OPTIONS + EDGE_ONLY_OPTIONS
+ADMISSION_OPTIONS = (
+    Option("max-viewers", _max_viewers, None, "viewers this server admits; beyond, new viewers wait in the waiting "
+           "room (0: unlimited)", "N", show=lambda value: str(value) if value else "unlimited"),
+    Option("max-egress-mbps", _bounded_float(0, 1_000_000), 0.0, "egress this server admits viewers up to, Mbit/s "
+           "(0: no limit)", "MBPS"),
+    Option("max-loop-lag-ms", _bounded_int(0, 10_000), 100, "admit nobody new while the event loop lags more than "
+           "this (0: off)", "MS"),
+    Option("ticket-ttl", _bounded_float(10, 3600), 60.0, "admission ticket lifetime, renewed while the viewer plays",
+           "S"),
+    Option("retry-after", _bounded_int(1, 600), 5, "base Retry-After of the waiting room", "S"),
+    Option("retry-jitter", _bounded_int(0, 600), 5, "largest random seconds added to Retry-After", "S"),
+    Option("redis", _text(500), "", "Redis URL shared by edges: waiting room, viewer count, edge registry "
+           "(default: this process only)", "URL"),
+    Option("advertise-url", _text(253), "", "URL viewers reach this server at (the recommended edge in /api/status)",
+           "URL"),
+)
+
+DEMO_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS + ADMISSION_OPTIONS
+ORIGIN_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS + ORIGIN_OPTIONS + ADMISSION_OPTIONS
+EDGE_OPTIONS = SERVER_OPTIONS + EDGE_ONLY_OPTIONS + ADMISSION_OPTIONS
 ALL_OPTIONS = ORIGIN_OPTIONS
 
 
@@ -292,6 +307,14 @@ class Config:
     start_at: datetime | None
     source: str | None
     backup_source: str | None
+    max_viewers: int | None
+    max_egress_mbps: float
+    max_loop_lag_ms: int
+    ticket_ttl: float
+    retry_after: int
+    retry_jitter: int
+    redis: str
+    advertise_url: str
 
     def __post_init__(self) -> None:
         frames = self.fps * self.segment_duration

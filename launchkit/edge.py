@@ -31,6 +31,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -47,6 +48,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from landing.app import LandingPage
 from launchkit import metrics, middleware
+from launchkit.admission import Admission, admission_secrets
+from launchkit.admission.settings import from_options as admission_settings
+from launchkit.admission.tickets import SECRET_ENV
 from launchkit.config import ConfigError
 from stream.packager.http import RequestRate
 from stream.relay.cache import ObjectCache
@@ -80,6 +84,13 @@ class EdgeSettings:
     drain_seconds: float = 20.0
     negative_ttl: float = 0.5
     max_viewers: int | None = None
+    max_egress_mbps: float = 0.0
+    max_loop_lag_ms: int = 100
+    ticket_ttl: float = 60.0
+    retry_after: int = 5
+    retry_jitter: int = 5
+    redis: str = ""
+    advertise_url: str = ""
     log_level: str = "info"
     access_log: bool = False
     edge_id: str = ""  # how upstreams see this edge (User-Agent, Via); run_edge sets HOST:PORT
@@ -388,6 +399,10 @@ def create_edge_app(settings: EdgeSettings, *, capacity: CapacityHook | None = N
 # --- processes ------------------------------------------------------------------------------
 
 def run_edge(settings: EdgeSettings) -> int:
+    if not os.environ.get(SECRET_ENV) and not os.environ.get("LAUNCHKIT_OPS_TOKEN"):
+        # Workers inherit the environment: one key per run at least signs tickets alike across them.
+        # Several edges need LAUNCHKIT_ADMISSION_SECRET (or the ops token) set to honour each other's.
+        os.environ[SECRET_ENV] = secrets.token_urlsafe(32)
     """Serve until drained; returns the exit status. Raises launchkit.server.ListenError when the
     address cannot be bound (nothing started)."""
     # Imported here: launchkit.server pulls in the origin's media stack, which workers never need.
@@ -403,8 +418,15 @@ def run_edge(settings: EdgeSettings) -> int:
 
 async def _serve(settings: EdgeSettings, sock: socket.socket, *, supervised: bool,
                  on_listening: Callable[[], None] | None = None) -> int:
-    # Every process (single or worker) builds its app here: the place to mount admission too.
-    app = create_edge_app(settings)
+    # Every process (single or worker) builds its app here, admission included: with --workers N
+    # each worker admits its share of --max-viewers.
+    admission = Admission(
+        admission_settings(settings, share=1 / settings.workers),
+        admission_secrets(os.environ, os.environ.get("LAUNCHKIT_OPS_TOKEN", "")), edge_id=settings.edge_id,
+    )
+    app = create_edge_app(settings, capacity=admission.status, recommended_edge=admission.recommended_edge)
+    admission.setup(app)
+    app.add_routes(admission.routes())
     edge = app[EDGE]
     draining, stopping = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -136,3 +136,56 @@ EVENT_LOOP_LAG = Gauge(
     "launchkit_event_loop_lag_seconds", "Largest event-loop lag over the last second (a periodic timer's lateness)",
     multiprocess_mode="livemax",
 )
+
+# Admission and the waiting room. `scope="local"`: this process's own view (sum over processes and
+# edges); `scope="shared"`: the deployment-wide value from Redis, the same in every process (max).
+SCOPES = ("local", "shared")
+SOURCES = ("direct", "queue")  # admitted at once, or from the waiting room
+REFUSALS = ("capacity", "loop_lag", "queue_full")  # why a viewer got the waiting-room answer
+INVALID = ("malformed", "forged", "expired")  # tickets not honoured
+
+ADMISSION_VIEWERS = Gauge(
+    "launchkit_admission_viewers", "Admitted viewers: distinct tickets admitted or seen within the ticket lifetime "
+    "(local: this process; shared: all edges, from Redis)", ["scope"], multiprocess_mode="liveall",
+)
+ADMISSION_QUEUED = Gauge(
+    "launchkit_admission_queued", "Viewers waiting in the waiting room (local: this process's queue; shared: the "
+    "queue in Redis)", ["scope"], multiprocess_mode="liveall",
+)
+ADMISSION_HEADROOM = Gauge(
+    "launchkit_admission_headroom", "Viewers that could be admitted now (capacity minus admitted viewers; -1 when "
+    "unlimited)", ["scope"], multiprocess_mode="liveall",
+)
+ADMISSION_ADMITTED = Counter(
+    "launchkit_admission_admitted", "Viewers admitted (new tickets), directly or from the waiting room", ["source"],
+)
+ADMISSION_REFUSED = Counter(
+    "launchkit_admission_refused", "Waiting-room answers (429 with a position and a retry time), by reason",
+    ["reason"],
+)
+ADMISSION_INVALID_TICKETS = Counter(
+    "launchkit_admission_invalid_tickets", "Tickets presented but not honoured (malformed, forged, expired)",
+    ["reason"],
+)
+ADMISSION_QUEUE_WAIT = Histogram(
+    "launchkit_admission_queue_wait_seconds", "Time from joining the waiting room to admission",
+    buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+)
+ADMISSION_REDIS_UP = Gauge(
+    "launchkit_admission_redis_up", "1 while the shared admission state in Redis answers, 0 while this process falls "
+    "back to local admission (absent without --redis)", multiprocess_mode="livemin",
+)
+
+
+def init_admission_labels() -> None:
+    """Create every bounded label combination up front, so dashboards see zeros, not gaps."""
+    for scope in SCOPES:
+        ADMISSION_VIEWERS.labels(scope)
+        ADMISSION_QUEUED.labels(scope)
+        ADMISSION_HEADROOM.labels(scope)
+    for source in SOURCES:
+        ADMISSION_ADMITTED.labels(source)
+    for reason in REFUSALS:
+        ADMISSION_REFUSED.labels(reason)
+    for reason in INVALID:
+        ADMISSION_INVALID_TICKETS.labels(reason)

@@ -55,9 +55,8 @@ class StatusHandlers:
             },
             "replay": {"available": replay, "url": REPLAY_URL if replay else None},
             "viewers": services.hls.viewers(),
-            # One process serves everyone here: no admission limit, no other edge (relay issue).
-            "capacity": {"max_viewers": None, "headroom": None},
-            "recommended": _recommended(live, replay),
+            "capacity": services.admission.status(),
+            "recommended": {**_recommended(live, replay), "edge": services.admission.recommended_edge()},
         }
 
     async def api_status(self, request: web.Request) -> web.Response:

@@ -14,6 +14,8 @@
   const badge = document.getElementById("live-badge");
   const viewers = document.getElementById("viewers");
   const unmute = document.getElementById("unmute");
+  // The waiting room (waiting-room.js): when the server is full, wait in line before playing.
+  const admission = window.launchkitAdmission || null;
   // Poll faster while waiting for the start so nobody misses the first seconds.
   const STATUS_POLL_PLAYING_MS = 5000;
   const STATUS_POLL_WAITING_MS = 2000;
@@ -62,6 +64,7 @@
     state.engine = null;
     state.url = null;
     video.removeAttribute("src");
+    if (admission) admission.cancel(); // stop waiting in line for a stream the page left
   }
 
   function attachHlsJs(url) {
@@ -77,6 +80,7 @@
       liveSyncOnStallIncrease: 0.5,
       maxLiveSyncPlaybackRate: 1.15,
       backBufferLength: 30,
+      ...(admission ? admission.hlsConfig() : {}), // the admission ticket on every request, renewed
     });
     hls.on(Hls.Events.ERROR, (_event, data) => {
       const entry = { type: data.type, details: data.details, fatal: data.fatal, at: Date.now() };
@@ -88,8 +92,11 @@
       if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
         hls.recoverMediaError();
       } else {
+        const refused = data.response && data.response.code === 429; // ticket expired (e.g. laptop slept)
+        const url = state.url;
         detach();
-        showMessage(TEXT.reconnecting); // the status poll attaches again
+        if (refused && admission) attach(url); // back through the waiting room, then plays
+        else showMessage(TEXT.reconnecting); // the status poll attaches again
       }
     });
     hls.loadSource(url);
@@ -100,16 +107,23 @@
 
   function attach(url) {
     detach();
+    state.url = url; // claimed now: status polls must not attach again while the viewer waits in line
+    const ready = admission && url.startsWith("/hls/") ? admission.admit() : Promise.resolve();
+    ready.then(() => {
+      if (state.url === url && !state.engine) start(url);
+    }, () => {}); // cancelled: the page moved on (event ended, another URL)
+  }
+
+  function start(url) {
     if (window.Hls && Hls.isSupported()) {
       attachHlsJs(url);
     } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
-      video.src = url;
+      video.src = admission ? admission.withTicket(url) : url; // native HLS: sub-requests use the cookie
       state.engine = "native";
     } else {
       showMessage("This browser cannot play HLS video.");
       return;
     }
-    state.url = url;
     showMessage("");
     play();
   }

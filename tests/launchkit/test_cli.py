@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launchkit.config import DEMO_OPTIONS, ORIGIN_OPTIONS, env_name
+from launchkit.config import DEMO_OPTIONS, EDGE_OPTIONS, ORIGIN_OPTIONS, env_name
 from loadtests.target import launchkit_command, start_demo
 from tests.conftest import fetch
 
@@ -97,7 +97,7 @@ def test_options_read_from_environment_and_flags_win(tmp_path):
 
 def test_readme_documents_every_option():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    for option in ORIGIN_OPTIONS:
+    for option in ORIGIN_OPTIONS + EDGE_OPTIONS:
         assert f"`--{option.name}" in readme and f"`{env_name(option.name)}`" in readme, option.name
 
 

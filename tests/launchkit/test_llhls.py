@@ -137,7 +137,7 @@ def test_hlsjs_in_low_latency_mode_plays_within_three_seconds_of_live(small_demo
             blocking, parts = [], []
             page.on("request", lambda request: (
                 blocking.append(request.url) if "_HLS_msn=" in request.url
-                else parts.append(request.url) if re.search(r"/\d+\.\d+\.m4s$", request.url) else None
+                else parts.append(request.url) if re.search(r"/\d+\.\d+\.m4s(\?|$)", request.url) else None
             ))
             console_errors: list[str] = []
             page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))

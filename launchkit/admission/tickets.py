@@ -1,0 +1,116 @@
+"""Signed admission and queue tickets: HMAC-SHA256 with a secret shared by every edge.
+
+Two kinds, both short ASCII strings safe in a cookie, a header, a JSON field or a query parameter:
+
+    a.<id>.<expires>.<sig>               admitted: a viewer slot, valid until <expires> (unix seconds)
+    q.<scope>.<seq>.<issued_ms>.<sig>    queued: place <seq> in the queue named <scope>
+
+Validation is stateless (signature, then expiry), so an admitted viewer is honoured by every edge
+and keeps being served while Redis is down (fail open for admitted viewers). The admitted ticket is
+renewed (same id, later expiry) while its viewer keeps fetching media. A queue ticket never expires
+by itself: its place lives server-side and is lost when the viewer stops retrying.
+
+Several secrets may be configured (rotation): the first signs, all verify.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+MAX_TICKET_LENGTH = 256
+MIN_SECRET_LENGTH = 16
+SECRET_ENV = "LAUNCHKIT_ADMISSION_SECRET"
+_DOMAIN = b"launchkit-admission-ticket-v1\x00"
+_ID = re.compile(r"^[A-Za-z0-9_-]{16}$")
+_SCOPE = re.compile(r"^[a-z0-9]{1,16}$")
+_DIGITS = re.compile(r"^[0-9]{1,15}$")
+_SIG = re.compile(r"^[A-Za-z0-9_-]{24}$")
+
+
+class TicketError(ValueError):
+    """A ticket that is not honoured. `reason` is a bounded metric label: malformed, forged, expired."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class AdmittedTicket:
+    id: str
+    expires: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueTicket:
+    scope: str
+    seq: int
+    issued_ms: int
+
+
+def new_ticket_id() -> str:
+    return secrets.token_urlsafe(12)  # 16 characters, 96 random bits
+
+
+class TicketSigner:
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys or any(len(key) < MIN_SECRET_LENGTH for key in keys):
+            raise ValueError(f"admission secrets must be at least {MIN_SECRET_LENGTH} bytes")
+        self._keys = tuple(keys)
+
+    def _sign(self, body: str, key: bytes) -> str:
+        digest = hmac.new(key, _DOMAIN + body.encode("ascii"), hashlib.sha256).digest()[:18]
+        return base64.urlsafe_b64encode(digest).decode("ascii")  # 24 characters, no padding
+
+    def admitted(self, ticket_id: str, expires: float) -> str:
+        body = f"a.{ticket_id}.{math.ceil(expires)}"  # rounded up: never shorter than asked
+        return f"{body}.{self._sign(body, self._keys[0])}"
+
+    def queued(self, scope: str, seq: int, issued_ms: int) -> str:
+        body = f"q.{scope}.{seq}.{issued_ms}"
+        return f"{body}.{self._sign(body, self._keys[0])}"
+
+    def verify(self, text: str, now: float) -> AdmittedTicket | QueueTicket:
+        """The ticket, or TicketError. Never touches any state: cheap enough for every media request."""
+        if not isinstance(text, str) or not text or len(text) > MAX_TICKET_LENGTH or not text.isascii():
+            raise TicketError("malformed", "malformed ticket")
+        parts = text.split(".")
+        kind = parts[0]
+        if kind == "a" and len(parts) == 4:
+            ok = bool(_ID.match(parts[1]) and _DIGITS.match(parts[2]))
+        elif kind == "q" and len(parts) == 5:
+            ok = bool(_SCOPE.match(parts[1]) and _DIGITS.match(parts[2]) and _DIGITS.match(parts[3]))
+        else:
+            ok = False
+        if not ok or not _SIG.match(parts[-1]):
+            raise TicketError("malformed", "malformed ticket")
+        body, signature = text.rpartition(".")[::2]
+        if not any(hmac.compare_digest(signature, self._sign(body, key)) for key in self._keys):
+            raise TicketError("forged", "ticket signature does not match")
+        if kind == "a":
+            expires = int(parts[2])
+            if expires <= now:
+                raise TicketError("expired", "ticket expired")
+            return AdmittedTicket(parts[1], expires)
+        return QueueTicket(parts[1], int(parts[2]), int(parts[3]))
+
+
+def admission_secrets(environ: Mapping[str, str], ops_token: str) -> list[bytes]:
+    """Keys from LAUNCHKIT_ADMISSION_SECRET (comma-separated, newest first, for rotation), else one
+    derived from the ops token: every edge of a deployment shares the ops token, so they share this
+    key too, and a ticket is never signed with the ops token itself."""
+    raw = environ.get(SECRET_ENV, "").strip()
+    if raw:
+        keys = [part.strip().encode() for part in raw.split(",") if part.strip()]
+        short = [i for i, key in enumerate(keys) if len(key) < MIN_SECRET_LENGTH]
+        if not keys or short:
+            raise ValueError(f"{SECRET_ENV}: each secret needs at least {MIN_SECRET_LENGTH} characters")
+        return keys
+    return [hmac.new(ops_token.encode(), b"launchkit admission ticket key", hashlib.sha256).digest()]
