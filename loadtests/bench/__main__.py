@@ -2,13 +2,14 @@
 
 import sys
 
-from loadtests.bench import encoder, ladder, latency, slate
+from loadtests.bench import edge, encoder, ladder, latency, slate
 
 BENCHMARKS = {
     "encoder CPU vs ffmpeg CLI": encoder.main,
     "ABR ladder CPU vs ffmpeg CLI, real-time lag": ladder.main,
     "HLS glass-to-glass latency": latency.main,
     "slate switch and recovery": slate.main,
+    "edge vs nginx, real-pace viewers": edge.main,
 }
 
 if __name__ == "__main__":
