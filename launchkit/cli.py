@@ -125,9 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"launchkit {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
-    )
+    _configure_logging(config.log_level)
     from launchkit.server import ListenError, run
 
     try:
@@ -147,11 +145,13 @@ def _run_edge(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"launchkit edge: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
-    )
+    _configure_logging(settings.log_level)
     try:
         return run_edge(settings)
     except ListenError as error:
         print(f"launchkit edge: error: {error}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)

@@ -295,12 +295,8 @@ class Admission:
         queue_ticket = None
         for text in (request.query.get(TICKET_PARAM), request.headers.get(TICKET_HEADER),
                      request.cookies.get(TICKET_COOKIE), request.cookies.get(QUEUE_COOKIE)):
-            if not text:
-                continue
-            try:
-                ticket = self._signer.verify(text, now)
-            except TicketError as error:
-                metrics.ADMISSION_INVALID_TICKETS.labels(error.reason).inc()
+            ticket = self._verified(text, now)
+            if ticket is None:
                 continue
             if isinstance(ticket, AdmittedTicket):
                 self._touch(ticket.id)
@@ -390,17 +386,22 @@ class Admission:
         if self._shared is not None and self.enforced:  # a server without limits is not counted
             self._touched.add(ticket_id)
 
+    def _verified(self, text: str | None, now: float) -> AdmittedTicket | QueueTicket | None:
+        """The ticket `text` carries, or None (absent, or not honoured: counted by reason)."""
+        if not text:
+            return None
+        try:
+            return self._signer.verify(text, now)
+        except TicketError as error:
+            metrics.ADMISSION_INVALID_TICKETS.labels(error.reason).inc()
+            return None
+
     def _from_cookies(self, request: web.Request, now: float) -> tuple[AdmittedTicket | None, QueueTicket | None]:
         """Cookies are ours, so an unreadable one (an old secret) is ignored rather than refused."""
         admitted = queued = None
         for name in (TICKET_COOKIE, QUEUE_COOKIE):
-            text = request.cookies.get(name)
-            if not text:
-                continue
-            try:
-                ticket = self._signer.verify(text, now)
-            except TicketError as error:
-                metrics.ADMISSION_INVALID_TICKETS.labels(error.reason).inc()
+            ticket = self._verified(request.cookies.get(name), now)
+            if ticket is None:
                 continue
             if isinstance(ticket, AdmittedTicket):
                 admitted = admitted or ticket
