@@ -117,9 +117,10 @@ class EdgeSettings:
 
 
 # Admission hooks (launchkit/admission): `capacity()` gives /api/status its `capacity` object
-# (e.g. `Admission.status`), `recommended_edge()` its `recommended.edge` (e.g. `Admission.recommended_edge`).
+# (e.g. `Admission.status`), `edges()` the edges taking viewers, best first, for `recommended.edge(s)`
+# (e.g. `Admission.edges`).
 CapacityHook = Callable[[], dict]
-RecommendedEdgeHook = Callable[[], "str | None"]
+EdgesHook = Callable[[], "list[str]"]
 
 
 def _fallback_status() -> dict:
@@ -131,7 +132,7 @@ def _fallback_status() -> dict:
         "replay": {"available": False, "url": None},
         "viewers": 0,
         "capacity": {"max_viewers": None, "headroom": None},
-        "recommended": {"protocol": None, "url": None, "edge": None},
+        "recommended": {"protocol": None, "url": None, "edge": None, "edges": []},
     }
 
 
@@ -199,7 +200,7 @@ class Edge:
     """Everything one edge process runs, built once per app."""
 
     def __init__(self, settings: EdgeSettings, capacity: CapacityHook | None = None,
-                 recommended_edge: RecommendedEdgeHook | None = None) -> None:
+                 edges: EdgesHook | None = None) -> None:
         self.settings = settings
         self.edge_id = settings.edge_id or default_edge_id()
         max_object = settings.max_object_mb * MB
@@ -211,7 +212,7 @@ class Edge:
         self.origin_status = OriginStatus(self.upstream, self.relay)
         self.routes = RelayRoutes(self.relay, self._served)
         self.capacity: CapacityHook = capacity or self._fixed_capacity
-        self.recommended_edge = recommended_edge
+        self.edges = edges
         self.draining = False
         self._segment_requests = RequestRate(8)
         self._tasks: list[asyncio.Task] = []
@@ -241,8 +242,9 @@ class Edge:
         health = self.upstream.health
         data["viewers"] = self.viewers()
         data["capacity"] = self.capacity()
-        if self.recommended_edge is not None and isinstance(data.get("recommended"), dict):
-            data["recommended"] = {**data["recommended"], "edge": self.recommended_edge()}
+        if self.edges is not None and isinstance(data.get("recommended"), dict):
+            edges = self.edges()
+            data["recommended"] = {**data["recommended"], "edge": edges[0] if edges else None, "edges": edges}
         data["edge"] = {
             "id": self.edge_id,
             "worker": os.getpid(),
@@ -347,14 +349,14 @@ EDGE = web.AppKey("edge", Edge)
 
 
 def create_edge_app(settings: EdgeSettings, *, capacity: CapacityHook | None = None,
-                    recommended_edge: RecommendedEdgeHook | None = None) -> web.Application:
+                    edges: EdgesHook | None = None) -> web.Application:
     """The edge's app. Admission mounts itself on it before it starts:
 
-        app = create_edge_app(settings, capacity=admission.status, recommended_edge=admission.recommended_edge)
+        app = create_edge_app(settings, capacity=admission.status, edges=admission.edges)
         admission.setup(app)
         app.add_routes(admission.routes())
     """
-    edge = Edge(settings, capacity, recommended_edge)
+    edge = Edge(settings, capacity, edges)
     landing = LandingPage(_PageText(edge.origin_status), edge)  # type: ignore[arg-type]  # duck-typed config
 
     @web.middleware
@@ -424,7 +426,7 @@ async def _serve(settings: EdgeSettings, sock: socket.socket, *, supervised: boo
         admission_settings(settings, share=1 / settings.workers),
         admission_secrets(os.environ, os.environ.get("LAUNCHKIT_OPS_TOKEN", "")), edge_id=settings.edge_id,
     )
-    app = create_edge_app(settings, capacity=admission.status, recommended_edge=admission.recommended_edge)
+    app = create_edge_app(settings, capacity=admission.status, edges=admission.edges)
     admission.setup(app)
     app.add_routes(admission.routes())
     edge = app[EDGE]
@@ -457,6 +459,7 @@ async def _serve(settings: EdgeSettings, sock: socket.socket, *, supervised: boo
             on_listening()
         await draining.wait()
         edge.begin_drain()
+        admission.begin_drain()
         if not stopping.is_set() and settings.drain_seconds > 0:
             log.info("draining: not ready any more, serving for %g s%s", settings.drain_seconds,
                      "" if supervised else " (Ctrl-C stops at once)")

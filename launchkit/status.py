@@ -56,7 +56,7 @@ class StatusHandlers:
             "replay": {"available": replay, "url": REPLAY_URL if replay else None},
             "viewers": services.hls.viewers(),
             "capacity": services.admission.status(),
-            "recommended": {**_recommended(live, replay), "edge": services.admission.recommended_edge()},
+            "recommended": {**_recommended(live, replay), **_edges(services.admission.edges())},
         }
 
     async def api_status(self, request: web.Request) -> web.Response:
@@ -81,7 +81,12 @@ class StatusHandlers:
 
 def _recommended(live: bool, replay: bool) -> dict:
     if live:
-        return {"protocol": "hls", "url": LIVE_URL, "edge": None}
+        return {"protocol": "hls", "url": LIVE_URL}
     if replay:
-        return {"protocol": "hls", "url": REPLAY_URL, "edge": None}
-    return {"protocol": None, "url": None, "edge": None}
+        return {"protocol": "hls", "url": REPLAY_URL}
+    return {"protocol": None, "url": None}
+
+
+def _edges(edges: list[str]) -> dict:
+    """`edge`: where new viewers should go; `edges`: where a player moves when its edge drains or dies."""
+    return {"edge": edges[0] if edges else None, "edges": edges}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _URL_LINE = re.compile(r"landing page\s+(http://\S+?)/\s")
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A loopback port free now (TCP by default; socket.SOCK_DGRAM for UDP)."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @dataclass

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import subprocess
+import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from loadtests.target import start_demo
+from loadtests.target import free_port, start_demo
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
+REDIS_SERVER = "/usr/bin/redis-server"
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +47,61 @@ async def raw_get(host: str, port: int, target: str) -> tuple[int, bytes]:
     status_line, _, rest = response.partition(b"\r\n")
     body = rest.partition(b"\r\n\r\n")[2]
     return int(status_line.split()[1]), body
+
+
+# ---- redis-server on a free loopback port ---------------------------------------------------------
+
+@dataclass
+class RedisProcess:
+    port: int
+    directory: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+            assert self.process.poll() is None, "redis-server exited"
+            time.sleep(0.05)
+        raise TimeoutError("redis-server did not answer within 10 s")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill() if kill else self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip("redis-server is not installed (make system-packages)")
+    server = RedisProcess(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip("redis-server is not installed (make system-packages)")
+    server = RedisProcess(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -2,6 +2,12 @@
 // live stream while it is live, and the replay once it has ended, without a reload. Playback uses
 // hls.js wherever Media Source Extensions exist and the browser's native HLS otherwise (iOS
 // Safari). State is exposed on window.launchkit for tests and QoE tooling.
+//
+// Edge failover: /api/status lists the edges taking viewers (recommended.edges). When the page's
+// edge drains (status says so) or stops answering (a media or status request fails without an
+// HTTP answer, or with a 5xx), every later request goes to the next edge: hls.js's own retry of
+// the failed playlist/part lands there, so playback continues without re-attaching. The admission
+// ticket is honoured by every edge of the event (they share its signing secret).
 (() => {
   "use strict";
   const video = document.getElementById("player");
@@ -42,6 +48,62 @@
   });
   let startsAt = null; // local performance.now() deadline, from the server's starts_in (no clock skew)
 
+  // ---- edge failover ---------------------------------------------------------------------------
+  const EDGE_FAILED_MS = 30000; // an edge that failed is not tried again for this long
+  const edges = (state.edges = {
+    base: location.origin, // where media, status and admission requests go now
+    known: [], // recommended.edges of the last status (origins), best first
+    failedAt: {}, // origin -> Date.now() of its last failure
+    switches: [], // {from, to, reason, at}
+  });
+
+  // A URL on a known edge (or the page's own server) rebased onto the current edge.
+  function onEdge(url) {
+    const target = new URL(url, edges.base);
+    if (target.origin !== edges.base && (target.origin === location.origin || edges.known.includes(target.origin))) {
+      return edges.base + target.pathname + target.search;
+    }
+    return target.href;
+  }
+
+  function moveEdge(reason, failed) {
+    const now = Date.now();
+    if (failed) edges.failedAt[edges.base] = now;
+    const next = edges.known.find((origin) => origin !== edges.base && !(now - (edges.failedAt[origin] || -Infinity) < EDGE_FAILED_MS));
+    if (!next) return false;
+    edges.switches.push({ from: edges.base, to: next, reason, at: now });
+    edges.base = next;
+    if (admission) admission.configure({ endpoint: next + "/api/admission" });
+    return true;
+  }
+
+  function learnEdges(status) {
+    const listed = (status.recommended && status.recommended.edges) || [];
+    edges.known = listed.map((url) => { try { return new URL(url).origin; } catch (error) { return null; } })
+      .filter(Boolean);
+    if (status.edge && status.edge.draining) moveEdge("draining", false);
+  }
+
+  function unanswered(data) {
+    const code = data.response && data.response.code;
+    // 503 + Retry-After is an edge that answers for an origin outage: moving would not help.
+    return data.type === Hls.ErrorTypes.NETWORK_ERROR && (!code || (code >= 500 && code !== 503));
+  }
+
+  function hlsRequests() {
+    const ticketed = admission ? admission.hlsConfig() : null;
+    return {
+      xhrSetup(xhr, url) {
+        if (ticketed) ticketed.xhrSetup(xhr, onEdge(url));
+        else xhr.open("GET", onEdge(url), true);
+      },
+      fetchSetup(context, init) {
+        const rebased = { ...context, url: onEdge(context.url) };
+        return ticketed ? ticketed.fetchSetup(rebased, init) : new Request(rebased.url, init);
+      },
+    };
+  }
+
   function showMessage(text) {
     messageText.textContent = text;
     message.hidden = !text && countdown.hidden;
@@ -80,10 +142,18 @@
       liveSyncOnStallIncrease: 0.5,
       maxLiveSyncPlaybackRate: 1.15,
       backBufferLength: 30,
-      ...(admission ? admission.hlsConfig() : {}), // the admission ticket on every request, renewed
+      ...hlsRequests(), // on the current edge, with the admission ticket, renewed
     });
     hls.on(Hls.Events.ERROR, (_event, data) => {
       const entry = { type: data.type, details: data.details, fatal: data.fatal, at: Date.now() };
+      const moved = unanswered(data) && moveEdge(data.details, true); // hls.js's retry goes to the next edge
+      if (moved && data.fatal) {
+        state.warnings.push(entry);
+        const url = state.url;
+        detach();
+        attach(url);
+        return;
+      }
       if (!data.fatal) {
         state.warnings.push(entry);
         return;
@@ -110,7 +180,7 @@
     state.url = url; // claimed now: status polls must not attach again while the viewer waits in line
     const ready = admission && url.startsWith("/hls/") ? admission.admit() : Promise.resolve();
     ready.then(() => {
-      if (state.url === url && !state.engine) start(url);
+      if (state.url === url && !state.engine) start(onEdge(url));
     }, () => {}); // cancelled: the page moved on (event ended, another URL)
   }
 
@@ -138,6 +208,7 @@
   function follow(status) {
     const event = status.event;
     state.event = event.state;
+    learnEdges(status);
     const url = status.recommended.url;
     countdown.hidden = !(event.state === "scheduled" && event.start_at);
     startsAt = event.state === "scheduled" && event.starts_in !== null ? performance.now() + event.starts_in * 1000 : null;
@@ -159,10 +230,12 @@
 
   async function fetchStatus() {
     try {
-      const response = await fetch(video.dataset.status, { cache: "no-store" });
+      const response = await fetch(onEdge(video.dataset.status), { cache: "no-store" });
+      if (response.status >= 500 && response.status !== 503) throw new Error(`status ${response.status}`);
       return await response.json();
     } catch (error) {
-      return null; // keep playing what we have; the next poll retries
+      moveEdge("status unreachable", true); // else keep playing what we have; the next poll retries
+      return null;
     }
   }
 

@@ -90,6 +90,7 @@ class Admission:
         self._lag = LoopLagMonitor(settings.max_loop_lag, settings.lag_cooldown)
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._draining = False
         self._timeouts = 0
         metrics.init_admission_labels()
 
@@ -195,21 +196,32 @@ class Admission:
             "admitting": not (self.enforced and self._lag.lagging()),
         }
 
-    def recommended_edge(self) -> str | None:
-        """URL of the live edge with the most headroom (with Redis and advertised URLs), else None."""
+    def edges(self) -> list[str]:
+        """URLs of the live edges that take new viewers (with Redis and advertised URLs), most
+        headroom first: players move to the next one when theirs drains or dies."""
         if not self._shared_up:
-            return None
-        best, best_key = None, None
+            return []
+        ranked = []
         for info in self._snapshot.edges.values():
             url = info.get("url")
-            if not isinstance(url, str) or not url or info.get("lagging"):
+            if not isinstance(url, str) or not url or info.get("lagging") or info.get("draining"):
                 continue
             headroom = info.get("headroom")
             headroom = float("inf") if not isinstance(headroom, int) or headroom < 0 else headroom
-            key = (headroom, -int(info.get("viewers") or 0))
-            if headroom > 0 and (best_key is None or key > best_key):
-                best, best_key = url, key
-        return best
+            if headroom > 0:
+                ranked.append(((headroom, -int(info.get("viewers") or 0)), url))
+        ranked.sort(key=lambda item: item[0], reverse=True)
+        return list(dict.fromkeys(url for _, url in ranked))  # workers of one edge share its URL
+
+    def recommended_edge(self) -> str | None:
+        """URL of the live edge with the most headroom, else None."""
+        edges = self.edges()
+        return edges[0] if edges else None
+
+    def begin_drain(self) -> None:
+        """This server is going away: it adds no capacity and is nobody's recommended edge any more
+        (from the next heartbeat); the viewers it admitted keep their tickets wherever they move."""
+        self._draining = True
 
     # ---- HTTP: the admission API --------------------------------------------------------------
 
@@ -485,7 +497,7 @@ class Admission:
         """What this server adds to the shared capacity. A server without limits (an origin sharing
         the Redis, say) takes no part: it adds no capacity, its viewers are not counted, it admits
         everyone itself, and it never lifts the limits of the edges that have some."""
-        return self.capacity() if self.enforced else 0
+        return self.capacity() if self.enforced and not self._draining else 0
 
     async def _heartbeat(self, touched: list[str]) -> None:
         assert self._shared is not None
@@ -493,7 +505,7 @@ class Admission:
         local_viewers = len(self._local.active)
         info = {"url": self.settings.advertise_url, "viewers": local_viewers,
                 "headroom": -1 if cap is None else max(0, cap - local_viewers),
-                "lagging": self.enforced and self._lag.lagging()}
+                "lagging": self.enforced and self._lag.lagging(), "draining": self._draining}
         self._snapshot = await self._shared.heartbeat(self._registered_capacity(), info, touched)
 
     def _redis_failed(self, error: BaseException) -> None:

@@ -84,7 +84,7 @@ from typing import Any, Callable
 import numpy
 
 from loadtests.player import PlayerConfig, Swarm, parse_media_playlist
-from loadtests.target import LocalDemo, launchkit_command, start_launchkit
+from loadtests.target import LocalDemo, free_port, launchkit_command, start_launchkit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NGINX = "/usr/sbin/nginx"
@@ -215,12 +215,6 @@ def affinity(cores: set[int]):
         yield
     finally:
         os.sched_setaffinity(0, before)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------

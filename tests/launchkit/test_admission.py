@@ -12,14 +12,11 @@ import functools
 import json
 import logging
 import random
-import socket
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -31,76 +28,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from launchkit.admission import Admission, AdmissionSettings, admission_secrets
 from launchkit.admission.state import LocalQueue
 from launchkit.admission.tickets import TicketSigner
+from tests.conftest import RedisProcess
 
 KEYS = [b"test-admission-secret-0123456789"]
-REDIS_SERVER = "/usr/bin/redis-server"
 # The lag guard is tested on its own; elsewhere it is off so a busy CI machine cannot flip results.
 BASE = AdmissionSettings(retry_after=5, retry_jitter=5, max_loop_lag=0, tick=0.2, edge_ttl=2.0)
 
 
-# ---- fixtures: redis-server on a free loopback port, servers in process ---------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class RedisProcess:
-    port: int
-    directory: Path
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return
-            assert self.process.poll() is None, "redis-server exited"
-            time.sleep(0.05)
-        raise TimeoutError("redis-server did not answer within 10 s")
-
-    def stop(self, kill: bool = False) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill() if kill else self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    if not Path(REDIS_SERVER).exists():
-        pytest.skip("redis-server is not installed (make system-packages)")
-    server = RedisProcess(free_port(), tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    if not Path(REDIS_SERVER).exists():
-        pytest.skip("redis-server is not installed (make system-packages)")
-    server = RedisProcess(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
+# ---- fixtures: servers in process (redis-server: tests/conftest.py) --------------------------------
 
 def redis_settings(redis: RedisProcess, **changes) -> AdmissionSettings:
     # A fresh key prefix per test: tests sharing one redis-server never see each other's state.
@@ -348,6 +283,23 @@ async def test_two_edges_share_one_capacity_and_one_fifo_queue(redis_server):
             assert edge_a.recommended_edge() == "http://c.example"
             head = await ask(session, c, retried[51].ticket)
             assert head.status == 200
+
+
+async def test_edges_are_listed_by_headroom_and_a_draining_edge_leaves_the_list_and_the_capacity(redis_server):
+    settings = redis_settings(redis_server, max_viewers=5)
+    async with serve(replace(settings, advertise_url="http://a.example")) as (a, edge_a), \
+            serve(replace(settings, max_viewers=10, advertise_url="http://b.example")) as (_, edge_b), \
+            viewers() as session:
+        await asyncio.sleep(0.5)
+        assert edge_a.edges() == ["http://b.example", "http://a.example"]
+        admitted = await ask(session, a)
+        assert admitted.status == 200
+        edge_a.begin_drain()
+        await asyncio.sleep(0.5)
+        assert edge_b.edges() == ["http://b.example"] and edge_a.recommended_edge() == "http://b.example"
+        assert edge_b.status()["max_viewers"] == 10  # the draining edge adds no capacity...
+        assert edge_b.status()["viewers"] == 1  # ...but its viewers are still counted, wherever they move
+        assert (await ask(session, a, admitted.ticket)).status == 200
 
 
 async def test_two_edges_never_admit_beyond_capacity_together(redis_server):

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS, PLAYER_STATE
-from loadtests.target import LocalDemo, start_launchkit
+from loadtests.target import LocalDemo, free_port, start_launchkit
 from tests.conftest import fetch
 
 PUBLISH, OPS = "publish-token-for-tests", "ops-token-for-the-tests"
@@ -21,12 +21,6 @@ LADDER = ("--ladder", "360p:640x360:600,180p:320x180:200", "--fps", "15", "--seg
 PUBLISHER_INPUT = ["-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=15", "-f", "lavfi",
                    "-i", "sine=frequency=440:sample_rate=48000", "-c:v", "libx264", "-preset", "veryfast",
                    "-tune", "zerolatency", "-g", "15", "-c:a", "aac"]
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def ops(origin: LocalDemo, path: str, body: dict | None = None) -> dict:

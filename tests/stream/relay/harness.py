@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -112,12 +111,6 @@ logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
 sys.exit(run_edge(settings))
 """
 _URL_LINE = re.compile(r"landing page\s+(http://\S+?)/\s")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_edge(origin: str, log_dir: Path, *, wait_ready: bool = True, ready_timeout: float = 20,

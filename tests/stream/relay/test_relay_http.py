@@ -277,13 +277,14 @@ async def test_draining_turns_readiness_off_and_keeps_serving(stub, edge):
     assert status == 200 and headers["Connection"] == "close"  # clients move to another edge
 
 
-async def test_capacity_and_recommended_edge_hooks(stub):
+async def test_capacity_and_edges_hooks(stub):
     app = create_edge_app(EdgeSettings(origin=stub.url, port=0), capacity=lambda: {"max_viewers": 7, "queued": 0},
-                          recommended_edge=lambda: "https://edge-2.example.org")
+                          edges=lambda: ["https://edge-2.example.org", "https://edge-1.example.org"])
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         data = await (await client.get("/api/status")).json()
     assert data["capacity"] == {"max_viewers": 7, "queued": 0}
-    assert data["recommended"] == {"protocol": "hls", "url": "/hls/index.m3u8", "edge": "https://edge-2.example.org"}
+    assert data["recommended"] == {"protocol": "hls", "url": "/hls/index.m3u8", "edge": "https://edge-2.example.org",
+                                   "edges": ["https://edge-2.example.org", "https://edge-1.example.org"]}
 
 
 async def test_a_request_loop_between_edges_is_refused(stub, edge):
