@@ -455,6 +455,7 @@ class ViewerResult:
     requests: list[RequestRecord] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     waits: list[float] = field(default_factory=list)  # waiting-room waits (s), as told by Retry-After
+    positions: list[int] = field(default_factory=list)  # places in line the waiting-room answers gave
     duplicate_fetches: int = 0
     fell_behind: int = 0  # the next media had left the playlist: jumped to the live edge
     skipped: int = 0  # segments/parts given up after `max_retries`
@@ -468,7 +469,8 @@ class ViewerResult:
             "stalls": self.stalls, "rebuffer_seconds": round(self.rebuffer_seconds, 3),
             "played_seconds": round(self.played_seconds, 3), "bytes": self.bytes,
             "requests": Counter(r.kind for r in self.requests), "errors": dict(self.errors),
-            "waits": [round(w, 3) for w in self.waits], "duplicate_fetches": self.duplicate_fetches,
+            "waits": [round(w, 3) for w in self.waits], "positions": self.positions,
+            "duplicate_fetches": self.duplicate_fetches,
             "fell_behind": self.fell_behind, "skipped": self.skipped, "media_fetched": self.media_fetched,
             "latency_seconds": _round(self.latency_seconds),
         }
@@ -719,12 +721,13 @@ class Player:
                     status = response.status
                     if response.cookies:
                         self._cookies.update(response.cookies)
+                    keep = want_body or status in WAITING_ROOM_STATUSES  # a waiting room says the place
                     while True:
                         chunk = await response.content.readany()
                         if not chunk:
                             break
                         size += len(chunk)
-                        if want_body:
+                        if keep:
                             chunks.append(chunk)
                     retry_after = response.headers.get("Retry-After")
                     final_url = str(response.url)
@@ -736,6 +739,8 @@ class Player:
             self.result.requests.append(RequestRecord(kind, url, sent - self._epoch, ttfb, download, size, status))
             self.result.bytes += size
             if status in WAITING_ROOM_STATUSES and retry_after is not None:
+                if (position := _waiting_position(b"".join(chunks))) is not None:
+                    self.result.positions.append(position)
                 wait = parse_retry_after(retry_after)
                 if wait is not None and wait <= self.config.max_waiting_room_wait:
                     await self._wait_in_room(wait)
@@ -776,6 +781,15 @@ class _Unit:
         if pdt is not None:
             pdt += sum(p.duration for p in segment.parts[:index])
         return cls(part.uri, part.duration, "part", segment.map_uri, part.byterange, part.gap, pdt)
+
+
+def _waiting_position(body: bytes) -> int | None:
+    """The place in line of a Launchkit waiting-room answer ({"position": N, ...}), if it is one."""
+    try:
+        position = json.loads(body).get("position")
+    except (ValueError, AttributeError):
+        return None
+    return position if isinstance(position, int) and not isinstance(position, bool) else None
 
 
 def parse_retry_after(value: str) -> float | None:
