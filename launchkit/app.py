@@ -31,6 +31,7 @@ from stream.source.file import LoopedFile
 from stream.source.slate import SlateSettings
 from stream.source.testcard import TestCard, TestCardSettings
 from stream.webrtc.ice import IceSettings
+from stream.webrtc.viewing import WebRtcViewing
 from stream.webrtc.whip import WhipEndpoint
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def pipeline_settings(config: Config) -> PipelineSettings:
         stall_timeout=config.stall_timeout,
         slate=SlateSettings(text=config.slate_text, image=config.slate_image),
         title=config.title,
+        webrtc=config.webrtc,
     )
 
 
@@ -73,6 +75,7 @@ class Services:
     admission: Admission
     srt: SrtIngest | None = None
     rtmp: RtmpIngest | None = None
+    webrtc: WebRtcViewing | None = None
     hls: HlsHandlers = field(init=False)
     ops: OpsConsole = field(init=False)
 
@@ -121,8 +124,14 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
         admission_settings(config, viewer_mbps=(top.bitrate + config.audio_bitrate * 1000) * 1.1 / 1e6),
         admission_secrets(os.environ, tokens.ops), bypass=lambda request: services.ops.is_operator(request),
     )
-    services = Services(config, tokens, pipeline, events, recorder, admission, srt, rtmp)
-    whip = WhipEndpoint(pipeline.program, tokens, ice or IceSettings())
+    ice = ice or IceSettings()
+    webrtc = None
+    if pipeline.webrtc_bus is not None and pipeline.ladder.webrtc_encoder is not None:
+        webrtc = WebRtcViewing(pipeline.webrtc_bus, pipeline.ladder.webrtc_encoder.request_keyframe, ice,
+                               max_viewers=config.max_webrtc_viewers,
+                               live=lambda: events.event.state is State.LIVE and pipeline.hls.is_live())
+    services = Services(config, tokens, pipeline, events, recorder, admission, srt, rtmp, webrtc)
+    whip = WhipEndpoint(pipeline.program, tokens, ice)
     services.ops = OpsConsole(services)
     services.hls = HlsHandlers(
         pipeline.hls, lambda request: events.event.state is State.LIVE or services.ops.is_operator(request)
@@ -167,6 +176,8 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
         web.get("/healthz", status.healthz),
         web.get("/readyz", status.readyz),
     ])
+    if webrtc is not None:
+        app.add_routes(webrtc.routes())
     if replay is not None:
         app.add_routes([
             web.get("/replay/index.m3u8", replay.multivariant),
@@ -181,6 +192,8 @@ async def _start(app: web.Application) -> None:
     if services.recorder is not None:
         services.recorder.start()
     services.pipeline.start()
+    if services.webrtc is not None:
+        services.webrtc.start()
     if services.rtmp is not None:
         await services.rtmp.start()
     if services.srt is not None:
@@ -190,6 +203,8 @@ async def _start(app: web.Application) -> None:
 
 async def _stop(app: web.Application) -> None:
     services = app[SERVICES]
+    if services.webrtc is not None:
+        await services.webrtc.stop()  # viewers first: their senders read the buses the pipeline feeds
     if services.rtmp is not None:
         await services.rtmp.stop()  # publishers are released before the threads they feed stop
     if services.srt is not None:

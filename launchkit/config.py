@@ -192,6 +192,25 @@ SERVER_OPTIONS = (
     Option("access-log", _flag, False, "log every HTTP request", is_flag=True),
 )
 
+_WEBRTC_RENDITION = re.compile(r"^(\d{2,4})x(\d{2,4}):(\d{2,5})$")
+DEFAULT_WEBRTC = Rendition("webrtc", 640, 360, 800_000)
+
+
+def _webrtc(text: str) -> Rendition | None:
+    """`WIDTHxHEIGHT:KBPS` or `off`."""
+    if text.strip().lower() == "off":
+        return None
+    match = _WEBRTC_RENDITION.match(text.strip())
+    if not match:
+        raise ConfigError(f"expected WIDTHxHEIGHT:KBPS (e.g. 640x360:800) or off, got {text.strip()!r}")
+    width, height, kbps = map(int, match.groups())
+    if width % 2 or height % 2 or not (64 <= width <= 1920 and 64 <= height <= 1080):
+        raise ConfigError(f"size must be even and within 64x64–1920x1080, got {width}x{height}")
+    if not 100 <= kbps <= 10_000:
+        raise ConfigError(f"bitrate must be 100–10000 kbit/s, got {kbps}")
+    return Rendition("webrtc", width, height, kbps * 1000)
+
+
 EVENT_OPTIONS = (
     Option("title", _text(200), "Launchkit demo", "event title shown on the landing page", "TEXT"),
     Option("description", _text(2000), "A live test card: moving picture, wall clock, frame counter and a 1 kHz tone.",
@@ -212,6 +231,14 @@ MEDIA_OPTIONS = (
     Option("slate-image", _image_path, None, "background image of the standby card (PNG/JPEG)", "PATH",
            show=lambda path: str(path) if path else "a plain dark card"),
     Option("stall-timeout", _bounded_float(0.1, 10.0), 0.5, "seconds without ingest frames before the slate takes over", "S"),
+    Option("webrtc", _webrtc, DEFAULT_WEBRTC, "the WebRTC rendition for WHEP viewers (H.264 Constrained Baseline + "
+           "Opus, encoded once) as WIDTHxHEIGHT:KBPS, or off", "SPEC",
+           show=lambda r: f"{r.width}x{r.height}:{r.bitrate // 1000}" if r else "off"),
+)
+
+WEBRTC_OPTIONS = (
+    Option("max-webrtc-viewers", _bounded_int(0, 100_000), 100, "WHEP viewers this server sends WebRTC to; beyond, "
+           "503 + Retry-After and the page plays LL-HLS (0: no WebRTC viewers)", "N"),
 )
 
 ORIGIN_OPTIONS = (
@@ -274,9 +301,9 @@ ADMISSION_OPTIONS = (
            "URL"),
 )
 
-DEMO_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS + ADMISSION_OPTIONS
-ORIGIN_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS + ORIGIN_OPTIONS + ADMISSION_OPTIONS
-EDGE_OPTIONS = SERVER_OPTIONS + EDGE_ONLY_OPTIONS + ADMISSION_OPTIONS
+DEMO_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS + WEBRTC_OPTIONS + ADMISSION_OPTIONS
+ORIGIN_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS + ORIGIN_OPTIONS + WEBRTC_OPTIONS + ADMISSION_OPTIONS
+EDGE_OPTIONS = SERVER_OPTIONS + EDGE_ONLY_OPTIONS + WEBRTC_OPTIONS + ADMISSION_OPTIONS
 ALL_OPTIONS = ORIGIN_OPTIONS
 
 
@@ -300,6 +327,8 @@ class Config:
     slate_text: str
     slate_image: Path | None
     stall_timeout: float
+    webrtc: Rendition | None
+    max_webrtc_viewers: int
     rtmp_port: int | None
     srt_port: int | None
     public_host: str

@@ -8,10 +8,13 @@ edges cannot tell them apart (edge → edge → origin tiers work):
 | `/`, `/embed`, `/static/…` | rendered and served locally (landing package), from the origin's status |
 | `/api/status` | the origin's JSON (polled once per second per process, for everyone) with this edge's `viewers`, `capacity` and an `edge` section |
 | `/hls/…`, `/replay/…` | relayed: cached per the origin's Cache-Control, one upstream request per object however many viewers (stream/relay) |
+| `/whep` | WebRTC viewers, fanned out here from one feed of the WebRTC rendition per worker (stream/webrtc) |
+| `/api/webrtc/feed` | that feed again, for edges below this one |
 | `/metrics`, `/healthz`, `/readyz` | this edge (all its workers for /metrics) |
 | `/ops`, `/api/ops/…`, `/whip` | not served: 404 (operators and publishers talk to the origin) |
 
-Origin load is O(edges × workers): each worker process coalesces on its own.
+Origin load is O(edges × workers): each worker process coalesces on its own (and holds one
+WebRTC feed).
 
 Readiness (`/readyz`) is 503 while draining, before the origin has answered once, and when the
 origin has been unreachable for longer than `origin_grace` with no playlist left to serve.
@@ -52,11 +55,15 @@ from launchkit.admission import Admission, admission_secrets
 from launchkit.admission.settings import from_options as admission_settings
 from launchkit.admission.tickets import SECRET_ENV
 from launchkit.config import ConfigError
+from stream.bus import PacketBus
 from stream.packager.http import RequestRate
 from stream.relay.cache import ObjectCache
 from stream.relay.http import CORS, RelayRoutes, loop_detected
 from stream.relay.relay import Relay
 from stream.relay.upstream import Upstream, UpstreamError, default_edge_id, parse_origin_url, via_chain
+from stream.webrtc.feed import FeedClient
+from stream.webrtc.ice import IceSettings
+from stream.webrtc.viewing import WebRtcViewing
 
 log = logging.getLogger("launchkit.edge")
 
@@ -84,6 +91,7 @@ class EdgeSettings:
     drain_seconds: float = 20.0
     negative_ttl: float = 0.5
     max_viewers: int | None = None
+    max_webrtc_viewers: int = 100
     max_egress_mbps: float = 0.0
     max_loop_lag_ms: int = 100
     ticket_ttl: float = 60.0
@@ -213,6 +221,13 @@ class Edge:
         self.routes = RelayRoutes(self.relay, self._served)
         self.capacity: CapacityHook = capacity or self._fixed_capacity
         self.edges = edges
+        self.feed: FeedClient | None = None
+        self.webrtc: WebRtcViewing | None = None
+        if settings.max_webrtc_viewers > 0:
+            bus = PacketBus()
+            self.feed = FeedClient(settings.origin, bus, user_agent=f"launchkit-edge ({self.edge_id})")
+            self.webrtc = WebRtcViewing(bus, self.feed.request_keyframe, IceSettings.from_env(),
+                                        max_viewers=settings.max_webrtc_viewers, live=lambda: self.feed.connected)
         self.draining = False
         self._segment_requests = RequestRate(8)
         self._tasks: list[asyncio.Task] = []
@@ -242,6 +257,7 @@ class Edge:
         health = self.upstream.health
         data["viewers"] = self.viewers()
         data["capacity"] = self.capacity()
+        data["webrtc"] = self.webrtc.status() if self.webrtc else {"available": False, "url": None}
         if self.edges is not None and isinstance(data.get("recommended"), dict):
             edges = self.edges()
             data["recommended"] = {**data["recommended"], "edge": edges[0] if edges else None, "edges": edges}
@@ -306,8 +322,14 @@ class Edge:
         metrics.EDGE_ORIGIN_UP.set(0)
         self._tasks = [asyncio.create_task(coro) for coro in
                        (self.origin_status.run(), self._maintain(), _watch_loop_lag())]
+        if self.feed is not None and self.webrtc is not None:
+            self.webrtc.start()
+            self.feed.start()
 
     async def stop(self, app: web.Application) -> None:
+        if self.feed is not None and self.webrtc is not None:
+            await self.webrtc.stop()
+            await self.feed.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -394,6 +416,7 @@ def create_edge_app(settings: EdgeSettings, *, capacity: CapacityHook | None = N
         web.get("/metrics", edge.metrics),
         web.get("/healthz", edge.healthz),
         web.get("/readyz", edge.readyz),
+        *(edge.webrtc.routes() if edge.webrtc else []),
     ])
     return app
 
@@ -421,7 +444,9 @@ def run_edge(settings: EdgeSettings) -> int:
 async def _serve(settings: EdgeSettings, sock: socket.socket, *, supervised: bool,
                  on_listening: Callable[[], None] | None = None) -> int:
     # Every process (single or worker) builds its app here, admission included: with --workers N
-    # each worker admits its share of --max-viewers.
+    # each worker admits its share of --max-viewers (and of --max-webrtc-viewers).
+    if settings.workers > 1 and settings.max_webrtc_viewers > 0:
+        settings = replace(settings, max_webrtc_viewers=max(1, settings.max_webrtc_viewers // settings.workers))
     admission = Admission(
         admission_settings(settings, share=1 / settings.workers),
         admission_secrets(os.environ, os.environ.get("LAUNCHKIT_OPS_TOKEN", "")), edge_id=settings.edge_id,

@@ -177,6 +177,53 @@ ADMISSION_REDIS_UP = Gauge(
 )
 
 
+# WebRTC viewers (WHEP): one encoded rendition fanned out (stream/webrtc/fanout.py).
+KEYFRAME_REASONS = ("new viewer", "picture loss", "slow viewer", "downstream edge")
+WHEP_REFUSALS = ("capacity", "bad_request", "unsupported", "not_live")
+
+WEBRTC_VIEWERS = Gauge(
+    "launchkit_webrtc_viewers", "WHEP viewers being sent media by this server", multiprocess_mode="livesum",
+)
+WHEP_SESSIONS = Counter(
+    "launchkit_whep_sessions", "WHEP sessions started (201 answers)"
+)
+WHEP_REFUSED = Counter(
+    "launchkit_whep_refused", "WHEP offers refused: capacity (503 + Retry-After: players fall back to LL-HLS), "
+    "bad_request, unsupported (no H.264 offered), not_live", ["reason"],
+)
+WEBRTC_FRAMES_SENT = Counter(
+    "launchkit_webrtc_frames_sent", "Encoded frames handed to WHEP viewers' senders (video frames, audio packets)",
+    ["kind"],
+)
+WEBRTC_BYTES_SENT = Counter(
+    "launchkit_webrtc_bytes_sent", "RTP payload bytes handed to WHEP viewers' senders (before SRTP and headers)"
+)
+WEBRTC_FRAMES_DROPPED = Counter(
+    "launchkit_webrtc_frames_dropped", "Video frames skipped for viewers whose sender fell behind (they resume at "
+    "the next keyframe)",
+)
+WEBRTC_KEYFRAME_REQUESTS = Counter(
+    "launchkit_webrtc_keyframe_requests", "Keyframes asked for, by reason (viewer PLI/FIR, new viewer, slow viewer, "
+    "a downstream edge)", ["reason"],
+)
+WEBRTC_KEYFRAMES_REQUESTED = Counter(
+    "launchkit_webrtc_keyframes_requested", "Keyframe requests passed to the encoder (or upstream) after rate "
+    "limiting: at most one per second however many viewers ask",
+)
+WEBRTC_RTT = Histogram(
+    "launchkit_webrtc_round_trip_seconds", "Viewers' round-trip time from RTCP receiver reports (one sample per "
+    "viewer every 5 s)", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6),
+)
+WEBRTC_FRACTION_LOST = Histogram(
+    "launchkit_webrtc_fraction_lost", "Viewers' packet loss fraction from RTCP receiver reports (one sample per "
+    "viewer every 5 s)", buckets=(0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+)
+WEBRTC_FEED_CONNECTED = Gauge(
+    "launchkit_webrtc_feed_connected", "1 while this edge receives the WebRTC rendition from upstream",
+    multiprocess_mode="livemin",
+)
+
+
 def init_admission_labels() -> None:
     """Create every bounded label combination up front, so dashboards see zeros, not gaps."""
     for scope in SCOPES:
@@ -189,3 +236,64 @@ def init_admission_labels() -> None:
         ADMISSION_REFUSED.labels(reason)
     for reason in INVALID:
         ADMISSION_INVALID_TICKETS.labels(reason)
+
+
+def init_webrtc_labels() -> None:
+    for kind in ("video", "audio"):
+        WEBRTC_FRAMES_SENT.labels(kind)
+    for reason in KEYFRAME_REASONS:
+        WEBRTC_KEYFRAME_REQUESTS.labels(reason)
+    for reason in WHEP_REFUSALS:
+        WHEP_REFUSED.labels(reason)
+
+
+# ---- social wall (launchkit/wall) -------------------------------------------------------------------
+# Labels are bounded: sources (page, mastodon, rss, webhook), states, connectors and reasons below.
+WALL_STATES = ("pending", "approved", "rejected", "pinned", "answered")
+WALL_CONNECTORS = ("mastodon", "rss")
+WALL_CONNECTOR_REASONS = ("rate_limited", "server_error", "client_error", "timeout", "unreachable", "too_large",
+                          "malformed", "internal")
+WALL_REFUSALS = ("too_large", "malformed", "invalid", "rate_limited", "bad_signature", "stale", "replay",
+                 "unavailable")
+
+WALL_POSTS = Gauge(
+    "launchkit_wall_posts", "Wall posts stored, by source and moderation state (origin)", ["source", "state"],
+    multiprocess_mode="livemax",
+)
+WALL_POSTS_RECEIVED = Counter(
+    "launchkit_wall_posts_received", "Wall posts taken in (duplicates excluded), by source and the state they "
+    "started in", ["source", "state"],
+)
+WALL_MODERATION_QUEUE = Gauge(
+    "launchkit_wall_moderation_queue", "Wall posts waiting for a moderator (pending)", multiprocess_mode="livemax",
+)
+WALL_SSE_CLIENTS = Gauge(
+    "launchkit_wall_sse_clients", "Open wall event streams (SSE), all workers", multiprocess_mode="livesum",
+)
+WALL_SSE_DROPPED = Counter(
+    "launchkit_wall_sse_dropped", "Wall streams cut because the client read too slowly (it resumes by Last-Event-ID)",
+)
+WALL_DELIVERY_LAG = Histogram(
+    "launchkit_wall_delivery_lag_seconds", "From a post's approval (the logged event) to its write to one SSE client",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+WALL_CONNECTOR_ERRORS = Counter(
+    "launchkit_wall_connector_errors", "Failed connector polls, by connector and reason (each is retried with backoff)",
+    ["connector", "reason"],
+)
+WALL_REQUESTS_REFUSED = Counter(
+    "launchkit_wall_requests_refused", "Wall requests answered 4xx/503, by reason", ["reason"],
+)
+WALL_REDIS_UP = Gauge(
+    "launchkit_wall_redis_up", "1 while the wall's Redis fan-out answers (absent without Redis)",
+    multiprocess_mode="livemin",
+)
+
+
+def init_wall_labels() -> None:
+    """Every bounded label combination up front, so dashboards see zeros, not gaps."""
+    for connector in WALL_CONNECTORS:
+        for reason in WALL_CONNECTOR_REASONS:
+            WALL_CONNECTOR_ERRORS.labels(connector, reason)
+    for reason in WALL_REFUSALS:
+        WALL_REQUESTS_REFUSED.labels(reason)

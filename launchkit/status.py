@@ -53,6 +53,7 @@ class StatusHandlers:
                     for r in services.pipeline.hls.renditions.values()
                 ],
             },
+            "webrtc": services.webrtc.status() if services.webrtc else {"available": False, "url": None},
             "replay": {"available": replay, "url": REPLAY_URL if replay else None},
             "viewers": services.hls.viewers(),
             "capacity": services.admission.status(),

@@ -28,7 +28,10 @@ class Subscription:
 
 
 class PacketBus:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    """`loop` is needed only to publish from other threads (encoders); a bus fed on the event loop
+    itself (an edge's WebRTC feed) does without."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop
         self._subscribers: set[Subscription] = set()
         self.published = 0
@@ -44,6 +47,7 @@ class PacketBus:
 
     def publish_threadsafe(self, packets: Sequence[EncodedPacket]) -> None:
         """Hand packets from an encoder thread to the event loop (one wake-up per batch)."""
+        assert self._loop is not None, "a bus published from threads needs its event loop"
         if packets and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.publish, packets)
 

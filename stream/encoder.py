@@ -1,4 +1,4 @@
-"""Encoders: H.264 (libx264) for a video rendition, AAC for the program audio.
+"""Encoders: H.264 (libx264) for a video rendition, AAC for the program audio, Opus for WebRTC.
 
 They run on the ladder's worker threads (PyAV releases the GIL while encoding).
 """
@@ -31,6 +31,7 @@ class VideoSettings:
     bitrate: int
     keyframe_interval: float
     preset: str = "veryfast"
+    profile: str | None = None  # e.g. "baseline" for WebRTC (Constrained Baseline: no B-frames, no CABAC)
 
     @property
     def gop(self) -> int:
@@ -55,7 +56,7 @@ class AudioSettings:
 
 def x264_options(settings: VideoSettings) -> dict[str, str]:
     """The libx264 settings, shared with the side-by-side benchmark so both encode alike."""
-    return {
+    options = {
         "preset": settings.preset,
         "tune": "zerolatency",
         "forced-idr": "1",
@@ -67,6 +68,9 @@ def x264_options(settings: VideoSettings) -> dict[str, str]:
             f"repeat-headers=1:vbv-maxrate={settings.bitrate // 1000}:vbv-bufsize={settings.vbv_buffer_bits // 1000}"
         ),
     }
+    if settings.profile:
+        options["profile"] = settings.profile
+    return options
 
 
 class VideoEncoder:
@@ -90,6 +94,12 @@ class VideoEncoder:
         self._scaler = av.video.reformatter.VideoReformatter()
         self._last_boundary = -1
         self._frame_duration = round(1 / (settings.fps * VIDEO_TIME_BASE))
+        self._keyframe_requested = False
+        self.keyframes_forced = 0  # on request, besides the boundaries
+
+    def request_keyframe(self) -> None:
+        """Make the next frame an IDR (any thread: a plain flag, read once per frame)."""
+        self._keyframe_requested = True
 
     def encode(self, captured: CapturedFrame, frame_seconds: float) -> list[EncodedPacket]:
         frame = captured.frame
@@ -98,7 +108,12 @@ class VideoEncoder:
                                           interpolation="BICUBIC", threads=1)
         boundary = math.floor(frame_seconds / self.settings.keyframe_interval + 1e-6)
         # Sources may tag every frame as I (lavfi, decoders): only boundaries become keyframes.
-        frame.pict_type = PictureType.I if boundary != self._last_boundary else PictureType.NONE
+        keyframe = boundary != self._last_boundary
+        if self._keyframe_requested:
+            self._keyframe_requested = False
+            self.keyframes_forced += not keyframe
+            keyframe = True
+        frame.pict_type = PictureType.I if keyframe else PictureType.NONE
         self._last_boundary = boundary
         frame.pts = round(frame_seconds / VIDEO_TIME_BASE)
         frame.time_base = VIDEO_TIME_BASE
@@ -143,3 +158,36 @@ class AudioEncoder:
             pts=packet.pts, dts=packet.dts, duration=packet.duration or 1024,
             time_base=self._ctx.time_base, keyframe=True, wallclock=wallclock,
         )
+
+
+class OpusEncoder:
+    """The program audio as Opus for WebRTC: 20 ms packets at 48 kHz, timestamps on the program clock."""
+
+    FRAME_SAMPLES = 960  # 20 ms at 48 kHz: what browsers send and expect
+
+    def __init__(self, settings: AudioSettings, bitrate: int = 64_000) -> None:
+        ctx = av.CodecContext.create("libopus", "w")
+        ctx.sample_rate, ctx.layout, ctx.format = 48000, "stereo", "s16"
+        ctx.bit_rate = bitrate
+        ctx.time_base = Fraction(1, 48000)
+        ctx.options = {"application": "lowdelay", "frame_duration": "20"}
+        ctx.open()
+        self._ctx = ctx
+        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000, frame_size=self.FRAME_SAMPLES)
+        self._next_pts: int | None = None
+
+    def encode(self, captured: CapturedFrame, frame_seconds: float) -> list[EncodedPacket]:
+        packets = []
+        if self._next_pts is None:
+            self._next_pts = round(frame_seconds * 48000)
+        for frame in self._resampler.resample(captured.frame):
+            frame.pts = self._next_pts
+            frame.time_base = self._ctx.time_base
+            self._next_pts += frame.samples
+            packets.extend(self._ctx.encode(frame))
+        return [
+            EncodedPacket(kind="audio", rendition="opus", data=bytes(p), pts=p.pts, dts=p.dts,
+                          duration=p.duration or self.FRAME_SAMPLES, time_base=self._ctx.time_base,
+                          keyframe=True, wallclock=captured.wallclock)
+            for p in packets
+        ]

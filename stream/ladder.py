@@ -15,7 +15,7 @@ from typing import Protocol
 
 from launchkit import metrics
 from stream.bus import PacketBus
-from stream.encoder import AudioEncoder, AudioSettings, VideoEncoder, VideoSettings
+from stream.encoder import AudioEncoder, AudioSettings, OpusEncoder, VideoEncoder, VideoSettings
 from stream.packet import EncodedPacket
 from stream.source import CapturedFrame
 from stream.worker import Worker
@@ -94,8 +94,12 @@ class EncoderWorker(Worker):
 
 
 class Ladder:
+    """The HLS renditions and AAC audio on `bus`; with `webrtc` settings, one more rendition
+    (Constrained Baseline H.264) and Opus audio for WebRTC viewers, on their own `webrtc_bus`."""
+
     def __init__(self, renditions: tuple[Rendition, ...], fps: int, keyframe_interval: float,
-                 audio: AudioSettings, bus: PacketBus) -> None:
+                 audio: AudioSettings, bus: PacketBus, *, webrtc: VideoSettings | None = None,
+                 webrtc_bus: PacketBus | None = None) -> None:
         self.video_encoders = [
             VideoEncoder(VideoSettings(r.name, r.width, r.height, fps, r.bitrate, keyframe_interval))
             for r in renditions
@@ -106,11 +110,21 @@ class Ladder:
             for e in self.video_encoders
         ]
         self._audio_worker = EncoderWorker("audio", self.audio_encoder, bus, max_queued=4 * fps, video=False)
+        self.webrtc_encoder: VideoEncoder | None = None
+        self._webrtc_workers: list[EncoderWorker] = []
+        if webrtc is not None:
+            assert webrtc_bus is not None, "the WebRTC rendition publishes on its own bus"
+            self.webrtc_encoder = VideoEncoder(webrtc)
+            self._webrtc_workers = [
+                EncoderWorker(webrtc.rendition, self.webrtc_encoder, webrtc_bus,
+                              max_queued=max(2, round(MAX_BACKLOG_SECONDS * fps)), video=True),
+                EncoderWorker("opus", OpusEncoder(audio), webrtc_bus, max_queued=4 * fps, video=False),
+            ]
         self._origin: float | None = None
 
     @property
     def all_workers(self) -> list[EncoderWorker]:
-        return [*self.workers, self._audio_worker]
+        return [*self.workers, self._audio_worker, *self._webrtc_workers]
 
     def submit(self, captured: CapturedFrame) -> None:
         """Called on the program thread for every frame of the program output."""
@@ -120,5 +134,9 @@ class Ladder:
         if captured.is_video:
             for worker in self.workers:
                 worker.submit(captured, seconds)
+            if self._webrtc_workers:
+                self._webrtc_workers[0].submit(captured, seconds)
         else:
             self._audio_worker.submit(captured, seconds)
+            if self._webrtc_workers:
+                self._webrtc_workers[1].submit(captured, seconds)

@@ -35,6 +35,18 @@ def declared_bandwidth(video: VideoSettings, audio: AudioSettings, segment_durat
     return round(peak), round(average)
 
 
+# WebRTC viewers join at a keyframe and recover from loss with one: a short safety-net interval
+# (keyframes on request come on top, rate-limited by the fan-out).
+WEBRTC_KEYFRAME_INTERVAL = 2.0
+
+
+def webrtc_video_settings(rendition: Rendition | None, fps: int) -> VideoSettings | None:
+    if rendition is None:
+        return None
+    return VideoSettings(rendition.name, rendition.width, rendition.height, fps, rendition.bitrate,
+                         WEBRTC_KEYFRAME_INTERVAL, profile="baseline")
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineSettings:
     renditions: tuple[Rendition, ...] = DEFAULT_LADDER
@@ -47,6 +59,8 @@ class PipelineSettings:
     stall_timeout: float = 0.5
     slate: SlateSettings = field(default_factory=SlateSettings)
     title: str = ""
+    # The WebRTC rendition (WHEP viewers), None: no WebRTC output.
+    webrtc: Rendition | None = None
 
 
 class LocalSource(Worker):
@@ -73,7 +87,9 @@ class Pipeline:
     def __init__(self, settings: PipelineSettings, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.bus = PacketBus(loop)
-        self.ladder = Ladder(settings.renditions, settings.fps, settings.segment_duration, settings.audio, self.bus)
+        self.webrtc_bus = PacketBus(loop) if settings.webrtc is not None else None
+        self.ladder = Ladder(settings.renditions, settings.fps, settings.segment_duration, settings.audio, self.bus,
+                             webrtc=webrtc_video_settings(settings.webrtc, settings.fps), webrtc_bus=self.webrtc_bus)
         self.hls = HlsPackager([self._rendition_packager(e.settings) for e in self.ladder.video_encoders])
         top = settings.renditions[0]
         self.slate = Slate(top.width, top.height, settings.slate, settings.title)

@@ -32,7 +32,7 @@ class AdmissionSettings:
     # Window over which admissions from the queue are counted to estimate the wait.
     rate_window: float = 60.0
     # Path prefixes that need a ticket when enforcement is on.
-    guarded_prefixes: tuple[str, ...] = ("/hls/",)
+    guarded_prefixes: tuple[str, ...] = ("/hls/", "/whep")
     # Shared state: Redis URL (None: this process only), key prefix, and how this server is reached
     # by viewers (for the recommended edge; None: not advertised).
     redis_url: str | None = None

@@ -352,6 +352,49 @@ def stop(process: subprocess.Popen | None, signum: int = signal.SIGTERM, timeout
         process.wait()
 
 
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+CGROUP_V2 = Path("/sys/fs/cgroup")
+CGROUP_PERIOD_US = 10_000  # short periods: a throttled server waits at most 10 ms, not 100 ms
+
+
+def cpu_budget_group(name: str, fraction: float) -> Path:
+    """A cgroup whose processes share `fraction` of one core (CFS quota), cgroup v1 `cpu` or v2
+    `cpu.max`: the same budget for each server, small enough that a server reaches its own limit
+    before the one-core load generator does. Raises RuntimeError where cgroups cannot be written."""
+    quota = max(1000, int(fraction * CGROUP_PERIOD_US))
+    if (CGROUP_V1_CPU / "cpu.cfs_quota_us").exists():
+        group = CGROUP_V1_CPU / f"launchkit-bench-{os.getpid()}-{name}"
+        settings = {"cpu.cfs_period_us": str(CGROUP_PERIOD_US), "cpu.cfs_quota_us": str(quota)}
+    else:
+        group = CGROUP_V2 / f"launchkit-bench-{os.getpid()}-{name}"
+        settings = {"cpu.max": f"{quota} {CGROUP_PERIOD_US}"}
+    try:
+        group.mkdir(exist_ok=True)
+        for file, value in settings.items():
+            (group / file).write_text(value)
+    except OSError as error:
+        raise RuntimeError(f"cannot set a CPU budget with cgroups ({error}); run as root or without --cpu-budget") \
+            from None
+    return group
+
+
+def join_group(group: Path, pids: list[int]) -> None:
+    for pid in pids:
+        (group / "cgroup.procs").write_text(str(pid))
+
+
+def remove_group(group: Path) -> None:
+    """Once its processes have exited (cgroup directories are removed with rmdir, never recursively)."""
+    for _ in range(50):
+        try:
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 # --------------------------------------------------------------------------------------------
 # Servers under test
 # --------------------------------------------------------------------------------------------
@@ -366,6 +409,7 @@ class Server:
     with_children: bool = False  # count the serving process's children too (nginx worker, edge workers)
     idle: dict[str, float] = field(default_factory=dict)  # CPU with no viewers (measure_idle)
     metrics_url: str | None = None  # Launchkit's /metrics: server-side loop lag, cache, admissions
+    budget_group: Path | None = None  # the cgroup holding the server to --cpu-budget of a core
 
     def serving_pids(self) -> list[int]:
         return [self.serving_pid, *children(self.serving_pid)] if self.with_children else [self.serving_pid]
@@ -883,6 +927,10 @@ def markdown(result: dict[str, Any]) -> str:
                f"(mirror polling every {MIRROR_POLL:g} s on core {CLIENT_CORE}).")
     out.append(f"- Server core {SERVER_CORE}: every server process and the origin's encoder; core {CLIENT_CORE}: the "
                "load generator (this process) and the mirror.")
+    if result["args"].get("cpu_budget"):
+        out.append(f"- **CPU budget: each server gets {result['args']['cpu_budget']:g} of core {SERVER_CORE}** (cgroup CFS "
+                   f"quota, {CGROUP_PERIOD_US // 1000} ms period), so the server, not the load generator, reaches its "
+                   "limit; the origin's encoder is outside the budget.")
     out.append(f"- Steps: N viewers arrive evenly over {result['args']['ramp_seconds']:g} s, each plays "
                f"{result['args']['step_seconds']:g} s; verdict on requests sent while all N were present "
                f"(p99 TTFB < {TTFB_P99_LIMIT * 1000:g} ms) and on the whole step (zero errors, no waiting room).")
@@ -1006,6 +1054,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", default="nginx,launchkit", help="which sides to measure, in this order")
     parser.add_argument("--launchkit", choices=("auto", "origin", "edge"), default="auto",
                         help="what serves Launchkit viewers: the edge if it exists (auto), or forced")
+    parser.add_argument("--cpu-budget", type=float, metavar="CORES",
+                        help="give each server this share of core 1 (cgroup CPU quota, e.g. 0.1) so that it, "
+                             "not the load generator, reaches its limit (default: the whole core)")
     parser.add_argument("--ll", action="store_true", help="Launchkit viewers play LL-HLS (nginx viewers cannot)")
     parser.add_argument("--profile", choices=("auto", "yes", "no"), default="auto",
                         help="profile Launchkit with py-spy after the ramps (auto: if installed)")
@@ -1130,6 +1181,7 @@ def main(argv: list[str] | None = None) -> int:
     edge: LocalDemo | None = None
     mirror: subprocess.Popen | None = None
     nginx: subprocess.Popen | None = None
+    servers: dict[str, Server] = {}
     os.sched_setaffinity(0, {CLIENT_CORE})
     try:
         roles = launchkit_roles()
@@ -1149,7 +1201,6 @@ def main(argv: list[str] | None = None) -> int:
         source = source_stats(origin.url)
         result["source"] = source
 
-        servers: dict[str, Server] = {}
         if "nginx" in servers_wanted:
             root = workdir / "www"
             root.mkdir()
@@ -1196,6 +1247,10 @@ def main(argv: list[str] | None = None) -> int:
                                     "the origin itself (`launchkit edge` does not exist yet): `/hls/…` from memory, "
                                     "the encoder in the same process")
         measured = [servers[name] for name in servers_wanted if name in servers]
+        if args.cpu_budget:
+            for name, server in servers.items():
+                server.budget_group = cpu_budget_group(name, args.cpu_budget)
+                join_group(server.budget_group, server.serving_pids())
         log("measuring idle CPU (no viewers) …")
         measure_idle(measured, 5.0)
         result["ramps"] = ramps(measured, args, deadline, log)
@@ -1237,6 +1292,9 @@ def main(argv: list[str] | None = None) -> int:
             stop(edge.process)
         if origin is not None:
             stop(origin.process)
+        for server in servers.values():
+            if server.budget_group is not None:
+                remove_group(server.budget_group)
         result["load_average"]["end"] = load_average()
         shutil.rmtree(workdir / "www", ignore_errors=True)
     result["wall_seconds"] = round(time.monotonic() - started_at, 1)

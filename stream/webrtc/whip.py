@@ -32,41 +32,17 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from launchkit import metrics
 from launchkit.auth import Tokens, bearer_token
 from stream.program import Program, ProgramInput, Role, SlotBusy
+from stream.webrtc.http import CORS_HEADERS, PREFLIGHT_HEADERS, SDP_TYPE, Refusal, read_offer, text_response
 from stream.webrtc.ice import IceSettings, apply_host_addresses, without_mdns_candidates
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = "whip"
-SDP_TYPE = "application/sdp"
-# Real offers are a few kB; anything near the limit is not a publisher.
-MAX_OFFER_BYTES = 64 * 1024
-READ_CHUNK = 16 * 1024
 # From the answer to a connected ICE + DTLS: a publisher that never connects frees its slot.
 CONNECT_TIMEOUT = 15.0
 MONITOR_INTERVAL = 1.0
 VIDEO_CODECS = ("video/h264", "video/vp8")  # decoded by aiortc; H.264 is preferred (see _video_preferences)
 AUDIO_CODEC = "audio/opus"
-
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Location, ETag",
-}
-PREFLIGHT_HEADERS = {
-    **CORS_HEADERS,
-    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type",
-    "Access-Control-Max-Age": "600",
-    "Accept-Post": SDP_TYPE,
-}
-
-
-class Refusal(Exception):
-    """A request refused before any media flows: its HTTP status, metric reason and message."""
-
-    def __init__(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.reason, self.message = status, reason, message
-        self.headers = headers or {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +52,6 @@ class OfferSummary:
 
     audio: bool
     setup: str
-
-
-def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=message + "\n", headers={**CORS_HEADERS, **(headers or {})})
 
 
 class WhipSession:
@@ -232,7 +204,7 @@ class WhipEndpoint:
         try:
             self._authorize(request)
             role = _role(request)
-            offer = without_mdns_candidates(await _read_offer(request))
+            offer = without_mdns_candidates(await read_offer(request))
             summary = _check_offer(offer)
             program_input = self._claim(role, request)
         except Refusal as refusal:
@@ -259,12 +231,12 @@ class WhipEndpoint:
             return _refuse(refusal)
         session = self._sessions.get(request.match_info.get("session", ""))
         if session is None:
-            return _text(404, "no such WHIP session (it ended or never existed)")
+            return text_response(404, "no such WHIP session (it ended or never existed)")
         await session.close("publisher sent DELETE")
-        return _text(200, "WHIP session ended")
+        return text_response(200, "WHIP session ended")
 
     async def patch(self, request: web.Request) -> web.Response:
-        return _text(405, "trickle ICE and ICE restarts are not supported: send every candidate in the offer "
+        return text_response(405, "trickle ICE and ICE restarts are not supported: send every candidate in the offer "
                           "(non-trickle) and POST a new offer to reconnect", {"Allow": "DELETE, OPTIONS"})
 
     async def options(self, request: web.Request) -> web.Response:
@@ -291,7 +263,7 @@ class WhipEndpoint:
 
 def _refuse(refusal: Refusal) -> web.Response:
     metrics.INGEST_REJECTED.labels(PROTOCOL, refusal.reason).inc()
-    return _text(refusal.status, refusal.message, refusal.headers)
+    return text_response(refusal.status, refusal.message, refusal.headers)
 
 
 def _role(request: web.Request) -> Role:
@@ -299,27 +271,6 @@ def _role(request: web.Request) -> Role:
     if role not in ("primary", "backup"):
         raise Refusal(400, "bad_request", f"role must be primary or backup, got {role[:32]!r}")
     return cast(Role, role)
-
-
-async def _read_offer(request: web.Request) -> str:
-    if request.content_type != SDP_TYPE:
-        raise Refusal(415, "bad_request", f"the offer must be sent as Content-Type: {SDP_TYPE}")
-    too_large = Refusal(413, "bad_request", f"the offer is larger than {MAX_OFFER_BYTES // 1024} KiB")
-    if (request.content_length or 0) > MAX_OFFER_BYTES:
-        raise too_large
-    # Read the stream ourselves: the app-wide client_max_size may be set for other routes.
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        body += chunk
-        if len(body) > MAX_OFFER_BYTES:
-            raise too_large
-    try:
-        offer = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Refusal(400, "bad_request", "the offer is not UTF-8 text") from None
-    if not offer.strip():
-        raise Refusal(400, "bad_request", "the request body is empty: send an SDP offer")
-    return offer
 
 
 def _check_offer(offer: str) -> OfferSummary:

@@ -1,0 +1,226 @@
+"""WHEP playback (draft-ietf-wish-whep): a viewer POSTs an SDP offer to /whep, gets the answer and
+its session URL, and receives the WebRTC rendition from the shared `Fanout`.
+
+The answer always picks H.264 (the rendition is encoded once, in H.264 Constrained Baseline)
+even when the browser lists VP8 first, and Opus for audio. Non-trickle: the answer carries our
+candidates (aiortc gathers before answering), so PATCH answers 405 and a viewer that loses its
+connection POSTs again (the landing page does, or falls back to LL-HLS).
+
+Capacity: at most `max_viewers` sessions per process; beyond, 503 with Retry-After, which the
+landing page takes as "play LL-HLS instead". A session that does not connect within
+CONNECT_TIMEOUT, or whose connection fails (ICE consent expires ~30 s after a viewer vanishes),
+frees its place by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCRtpSender, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
+
+from launchkit import metrics
+from stream.webrtc.fanout import Fanout, Viewer
+from stream.webrtc.http import CORS_HEADERS, PREFLIGHT_HEADERS, SDP_TYPE, Refusal, read_offer, text_response
+from stream.webrtc.ice import IceSettings, apply_host_addresses, without_mdns_candidates
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 15.0
+STATS_INTERVAL = 5.0
+RETRY_AFTER = 10  # seconds before a refused viewer (now on LL-HLS) may try WebRTC again
+
+
+def _h264_preferences() -> list[RTCRtpCodecCapability]:
+    """H.264 with packetization-mode 1 (what the fan-out packetizes), then RTX for NACK repairs."""
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    h264 = [c for c in codecs if c.mimeType.lower() == "video/h264" and c.parameters.get("packetization-mode") == "1"]
+    return h264 + [c for c in codecs if c.mimeType.lower() == "video/rtx"]
+
+
+def _opus_preferences() -> list[RTCRtpCodecCapability]:
+    return [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+
+
+class WhepSession:
+    """One viewer: its peer connection and its place in the fan-out."""
+
+    def __init__(self, session_id: str, pc: RTCPeerConnection, viewer: Viewer, endpoint: WhepEndpoint) -> None:
+        self.id = session_id
+        self.etag = f'"{secrets.token_urlsafe(12)}"'
+        self.pc = pc
+        self.viewer = viewer
+        self._endpoint = endpoint
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def negotiate(self, offer: str, audio: bool, fanout: Fanout) -> str:
+        # Transceivers and their codec preferences come before the offer: aiortc settles each
+        # section's codecs when it applies the remote description.
+        tracks = [(self.viewer.video, _h264_preferences())]
+        if audio:
+            tracks.append((self.viewer.audio, _opus_preferences()))
+        for track, preferences in tracks:
+            transceiver = self.pc.addTransceiver(track, direction="sendonly")
+            transceiver.setCodecPreferences(preferences)
+            fanout.attach_sender(transceiver.sender)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+        self._spawn(self._expire_unless_connected())
+        self._spawn(self._report_stats())
+        return self.pc.localDescription.sdp
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_connection_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            self._spawn(self.close(f"connection {self.pc.connectionState}"))
+
+    async def _expire_unless_connected(self) -> None:
+        await asyncio.sleep(CONNECT_TIMEOUT)
+        if self.pc.connectionState != "connected":
+            await self.close(f"not connected after {CONNECT_TIMEOUT:g} s")
+
+    async def _report_stats(self) -> None:
+        """RTT and loss from the viewer's RTCP receiver reports, one sample per sender per interval."""
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            for sender in self.pc.getSenders():
+                for stats in (await sender.getStats()).values():
+                    if stats.type != "remote-inbound-rtp":
+                        continue
+                    if stats.roundTripTime is not None:
+                        metrics.WEBRTC_RTT.observe(stats.roundTripTime)
+                    if stats.fractionLost is not None:
+                        metrics.WEBRTC_FRACTION_LOST.observe(stats.fractionLost / 256 if stats.fractionLost > 1
+                                                             else stats.fractionLost)
+
+    async def close(self, why: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.viewer.close()
+        self._endpoint.forget(self)
+        log.info("WHEP session %s… ended: %s", self.id[:6], why)
+        current = asyncio.current_task()
+        others = [task for task in self._tasks if task is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self.pc.close()
+
+
+class WhepEndpoint:
+    """aiohttp handlers for POST /whep, DELETE/PATCH/OPTIONS /whep/{session} and OPTIONS /whep."""
+
+    def __init__(self, fanout: Fanout, ice: IceSettings, max_viewers: int,
+                 live: Any = lambda: True) -> None:
+        self._fanout = fanout
+        self._ice = ice
+        self.max_viewers = max_viewers
+        self._live = live
+        self._sessions: dict[str, WhepSession] = {}
+        apply_host_addresses(ice)
+        metrics.init_webrtc_labels()
+
+    @property
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    def headroom(self) -> int:
+        return max(0, self.max_viewers - len(self._sessions))
+
+    def status(self) -> dict:
+        """For /api/status `webrtc`."""
+        return {"available": self.max_viewers > 0 and bool(self._live()), "url": "/whep",
+                "viewers": len(self._sessions), "max_viewers": self.max_viewers, "headroom": self.headroom()}
+
+    async def post(self, request: web.Request) -> web.Response:
+        try:
+            offer = without_mdns_candidates(await read_offer(request))
+            audio = _check_offer(offer)
+            self._check_capacity()
+        except Refusal as refusal:
+            return _refuse(refusal)
+        session = WhepSession(secrets.token_urlsafe(24), RTCPeerConnection(self._ice.rtc_configuration()),
+                              self._fanout.join(), self)
+        self._sessions[session.id] = session
+        try:
+            answer = await session.negotiate(offer, audio, self._fanout)
+        except Exception as error:  # aiortc raises many types on offers it cannot take
+            await session.close("negotiation failed")
+            log.info("WHEP offer refused: %r", error)
+            return _refuse(Refusal(400, "bad_request", f"the SDP offer could not be applied: {_one_line(error)}"))
+        metrics.WHEP_SESSIONS.inc()
+        log.info("WHEP session %s… started for %s", session.id[:6], request.remote)
+        return web.Response(status=201, body=answer.encode(), content_type=SDP_TYPE,
+                            headers={**CORS_HEADERS, "Location": f"/whep/{session.id}", "ETag": session.etag,
+                                     "Cache-Control": "no-store"})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        session = self._sessions.get(request.match_info.get("session", ""))
+        if session is None:
+            return text_response(404, "no such WHEP session (it ended or never existed)")
+        await session.close("viewer sent DELETE")
+        return text_response(200, "WHEP session ended")
+
+    async def patch(self, request: web.Request) -> web.Response:
+        return text_response(405, "trickle ICE and ICE restarts are not supported: send every candidate in the offer "
+                                  "(non-trickle) and POST a new offer to reconnect", {"Allow": "DELETE, OPTIONS"})
+
+    async def options(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers=PREFLIGHT_HEADERS)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.close("server shutting down") for s in list(self._sessions.values())))
+
+    def forget(self, session: WhepSession) -> None:
+        self._sessions.pop(session.id, None)
+
+    def _check_capacity(self) -> None:
+        if not self._live():
+            raise Refusal(503, "not_live", "the stream is not live: play HLS or retry later",
+                          {"Retry-After": str(RETRY_AFTER)})
+        if len(self._sessions) >= self.max_viewers:
+            raise Refusal(503, "capacity", "WebRTC is at capacity on this server: play LL-HLS instead, or retry later",
+                          {"Retry-After": str(RETRY_AFTER)})
+
+
+def _refuse(refusal: Refusal) -> web.Response:
+    metrics.WHEP_REFUSED.labels(refusal.reason).inc()
+    return text_response(refusal.status, refusal.message, {"Cache-Control": "no-store", **refusal.headers})
+
+
+def _check_offer(offer: str) -> bool:
+    """Whether the viewer takes audio; refuses offers we cannot serve with a message a client can act on."""
+    try:
+        description = aiortc_sdp.SessionDescription.parse(offer)
+    except Exception:  # the parser asserts, indexes and converts without a single error type
+        raise Refusal(400, "bad_request", "the body is not a valid SDP offer") from None
+    video = [m for m in description.media if m.kind == "video"]
+    audio = [m for m in description.media if m.kind == "audio"]
+    if len(video) != 1 or len(audio) > 1:
+        raise Refusal(400, "unsupported", "offer one video and at most one audio section (recvonly)")
+    if video[0].direction not in ("recvonly", "sendrecv"):
+        raise Refusal(400, "bad_request", "the offer's video is not received (direction must be recvonly)")
+    if not any(c.mimeType.lower() == "video/h264" and str(c.parameters.get("packetization-mode")) == "1"
+               for c in video[0].rtp.codecs):
+        raise Refusal(400, "unsupported", "the offer's video codecs do not include H.264 (packetization-mode=1)")
+    if any(m.dtls is None or not m.dtls.fingerprints for m in description.media):
+        raise Refusal(400, "bad_request", "the offer lacks a=setup or a=fingerprint (DTLS-SRTP is required)")
+    return bool(audio) and audio[0].direction in ("recvonly", "sendrecv") and any(
+        c.mimeType.lower() == "audio/opus" for c in audio[0].rtp.codecs)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
