@@ -218,6 +218,10 @@ WEBRTC_FRACTION_LOST = Histogram(
     "launchkit_webrtc_fraction_lost", "Viewers' packet loss fraction from RTCP receiver reports (one sample per "
     "viewer every 5 s)", buckets=(0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
 )
+WEBRTC_FEED_DOWNSTREAMS = Gauge(
+    "launchkit_webrtc_feed_downstreams", "Edges receiving the WebRTC rendition from this server (one feed each)",
+    multiprocess_mode="livesum",
+)
 WEBRTC_FEED_CONNECTED = Gauge(
     "launchkit_webrtc_feed_connected", "1 while this edge receives the WebRTC rendition from upstream",
     multiprocess_mode="livemin",

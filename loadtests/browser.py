@@ -18,3 +18,25 @@ PLAYER_STATE = """() => {
     message: message.hidden ? '' : message.textContent,
   };
 }"""
+
+# Glass-to-glass latency from the test card's timecode strip (stream/source/testcard.py): draws the
+# frame on screen into a canvas, reads TIMECODE_BITS blocks, returns wall clock minus capture time
+# in seconds (null when no frame is shown). Call with [bits, block height as a share of the picture].
+READ_TIMECODE = """([bits, blockShare]) => {
+  const video = document.getElementById('player');
+  if (!video || !video.videoWidth) return null;
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+  const context = canvas.getContext('2d', { willReadFrequently: true });
+  context.drawImage(video, 0, 0);
+  const now = Date.now();
+  const block = Math.max(4, Math.floor(video.videoHeight * blockShare));
+  const pixels = context.getImageData(0, 0, block * bits, block).data;
+  let millis = 0;
+  for (let i = 0; i < bits; i++) {
+    const x = Math.floor(i * block + block / 2), y = Math.floor(block / 2);
+    millis = millis * 2 + (pixels[(y * block * bits + x) * 4] > 128 ? 1 : 0);
+  }
+  const modulus = 2 ** bits;
+  return ((now % modulus) - millis + modulus) % modulus / 1000;
+}"""

@@ -3,6 +3,13 @@
 // hls.js wherever Media Source Extensions exist and the browser's native HLS otherwise (iOS
 // Safari). State is exposed on window.launchkit for tests and QoE tooling.
 //
+// WebRTC first: when the event is live and /api/status offers WebRTC with headroom, the page asks
+// for it over WHEP (non-trickle: one POST with every candidate, answer in the response). A 503
+// (capacity), a failed negotiation or no picture within WEBRTC_START_MS moves the viewer to LL-HLS
+// without showing an error, and WebRTC is not tried again for Retry-After (at least
+// WEBRTC_RETRY_MS); a viewer on HLS stays on HLS, new viewers get WebRTC again once capacity frees.
+// `?protocol=hls` or `?protocol=webrtc` on the page URL forces one (tests, troubleshooting).
+//
 // Edge failover: /api/status lists the edges taking viewers (recommended.edges). When the page's
 // edge drains (status says so) or stops answering (a media or status request fails without an
 // HTTP answer, or with a 5xx), every later request goes to the next edge: hls.js's own retry of
@@ -32,8 +39,15 @@
     reconnecting: "Reconnecting to the stream…",
   };
 
+  const WEBRTC_START_MS = 6000; // from the POST to the first picture, else LL-HLS
+  const WEBRTC_RETRY_MS = 30000; // after a refusal or failure, at least this long on HLS
+  const TICKET_RENEW_MS = 20000; // WebRTC makes no media requests: renew the admission ticket itself
+  const forced = new URLSearchParams(location.search).get("protocol"); // "hls" | "webrtc" | null
+
   const state = (window.launchkit = {
-    engine: null, // "hls.js" | "native"
+    engine: null, // "hls.js" | "native" | "webrtc"
+    pc: null, // the WebRTC peer connection
+    whepSession: null, // its WHEP resource URL (DELETE ends it)
     hls: null,
     url: null, // what is playing: the live or the replay playlist
     event: null, // scheduled | live | ended
@@ -123,10 +137,86 @@
   function detach() {
     if (state.hls) state.hls.destroy();
     state.hls = null;
+    closeWebRtc();
     state.engine = null;
     state.url = null;
     video.removeAttribute("src");
     if (admission) admission.cancel(); // stop waiting in line for a stream the page left
+  }
+
+  // ---- WebRTC (WHEP) ---------------------------------------------------------------------------
+  let webrtcBlockedUntil = 0;
+  let renewTimer = null;
+  let lastStatus = null;
+
+  function webRtcOffered(status) {
+    const webrtc = status.webrtc;
+    return forced !== "hls" && !!window.RTCPeerConnection && Date.now() >= webrtcBlockedUntil &&
+      status.event.state === "live" && !!status.recommended.url && !!webrtc && webrtc.available &&
+      (webrtc.headroom > 0 || forced === "webrtc");
+  }
+
+  function gathered(pc, timeoutMs) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
+      pc.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, timeoutMs); // send what we have: the server's checks find us anyway
+    });
+  }
+
+  async function startWebRtc(whepUrl) {
+    const pc = new RTCPeerConnection({ iceServers: [] }); // the server's host candidates are public
+    state.pc = pc;
+    const stream = new MediaStream();
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    pc.ontrack = (event) => stream.addTrack(event.track);
+    pc.onconnectionstatechange = () => {
+      if (state.pc === pc && ["failed", "closed"].includes(pc.connectionState)) fallBack("connection " + pc.connectionState);
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc, 2000);
+    const target = onEdge(admission ? admission.withTicket(whepUrl) : whepUrl);
+    const response = await fetch(target, {
+      method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
+    });
+    if (state.pc !== pc) return; // the page moved on meanwhile
+    if (response.status !== 201) {
+      const retry = parseInt(response.headers.get("Retry-After") || "", 10);
+      fallBack(`WHEP ${response.status}`, Number.isFinite(retry) ? retry * 1000 : 0);
+      return;
+    }
+    state.whepSession = new URL(response.headers.get("Location"), response.url).href;
+    await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+    video.srcObject = stream;
+    state.engine = "webrtc";
+    showMessage("");
+    play();
+    if (admission) renewTimer = setInterval(() => admission.admit(), TICKET_RENEW_MS);
+    setTimeout(() => {
+      if (state.pc === pc && !(video.currentTime > 0)) fallBack("no picture");
+    }, WEBRTC_START_MS);
+  }
+
+  function closeWebRtc() {
+    if (renewTimer) clearInterval(renewTimer);
+    renewTimer = null;
+    if (state.whepSession) fetch(state.whepSession, { method: "DELETE", keepalive: true }).catch(() => {});
+    state.whepSession = null;
+    if (state.pc) state.pc.close();
+    state.pc = null;
+    if (video.srcObject) video.srcObject = null;
+  }
+
+  // WebRTC did not work out: LL-HLS instead, without an error on screen.
+  function fallBack(reason, retryMs) {
+    state.warnings.push({ type: "webrtc", details: reason, fatal: false, at: Date.now() });
+    state.fallbacks = (state.fallbacks || 0) + 1;
+    webrtcBlockedUntil = Date.now() + Math.max(WEBRTC_RETRY_MS, retryMs || 0);
+    const hls = lastStatus && lastStatus.recommended.url;
+    detach();
+    if (hls) attach(hls);
   }
 
   function attachHlsJs(url) {
@@ -178,13 +268,22 @@
   function attach(url) {
     detach();
     state.url = url; // claimed now: status polls must not attach again while the viewer waits in line
-    const ready = admission && url.startsWith("/hls/") ? admission.admit() : Promise.resolve();
+    const guarded = url.startsWith("/hls/") || url === whepPath();
+    const ready = admission && guarded ? admission.admit() : Promise.resolve();
     ready.then(() => {
       if (state.url === url && !state.engine) start(onEdge(url));
     }, () => {}); // cancelled: the page moved on (event ended, another URL)
   }
 
+  function whepPath() {
+    return (lastStatus && lastStatus.webrtc && lastStatus.webrtc.url) || "/whep";
+  }
+
   function start(url) {
+    if (url === onEdge(whepPath())) {
+      startWebRtc(whepPath()).catch((error) => fallBack(String(error)));
+      return;
+    }
     if (window.Hls && Hls.isSupported()) {
       attachHlsJs(url);
     } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
@@ -205,11 +304,21 @@
     countdownValue.textContent = seconds > 0 ? `in ${h ? h + " h " : ""}${m} min ${String(s).padStart(2, "0")} s` : "any moment now";
   }
 
+  // What to play: WebRTC for a new viewer when offered; whoever plays keeps their protocol.
+  function choose(status) {
+    const hls = status.recommended.url;
+    const whep = status.webrtc && status.webrtc.url;
+    if (state.url && whep && state.url === whep && status.event.state === "live" && hls) return whep;
+    if (state.url && state.url === hls) return hls;
+    return whep && webRtcOffered(status) ? whep : hls;
+  }
+
   function follow(status) {
     const event = status.event;
     state.event = event.state;
+    lastStatus = status;
     learnEdges(status);
-    const url = status.recommended.url;
+    const url = choose(status);
     countdown.hidden = !(event.state === "scheduled" && event.start_at);
     startsAt = event.state === "scheduled" && event.starts_in !== null ? performance.now() + event.starts_in * 1000 : null;
     if (event.start_at) startTime.textContent = new Date(event.start_at).toLocaleString();
@@ -264,6 +373,8 @@
     unmute.hidden = true;
   });
 
+  // Leaving the page ends the WebRTC session at once (DELETE with keepalive), freeing its place.
+  window.addEventListener("pagehide", closeWebRtc);
   setInterval(tickCountdown, 1000);
   poll();
 })();

@@ -4,6 +4,11 @@ and a 1 kHz tone that beeps once a second (so A/V sync can be checked by eye and
 The picture and tone come from FFmpeg's lavfi generators (C, cheap); the text is drawn by us
 because PyAV's FFmpeg build has no `drawtext`. Glyphs are rendered once with Pillow and then
 composed per frame straight into the luma plane, which costs tens of microseconds per frame.
+
+A timecode strip across the top-left corner carries the capture time as TIMECODE_BITS black or
+white blocks (milliseconds since the epoch, most significant bit first): a player's glass-to-glass
+latency is read from the picture itself (loadtests/browser.py `READ_TIMECODE`), whatever the
+protocol, without trusting any timestamp the stream carries.
 """
 
 from __future__ import annotations
@@ -78,6 +83,34 @@ class TextOverlay:
             chroma[rows, cols] = 128
 
 
+TIMECODE_BITS = 44  # milliseconds since the epoch fit until the year 2527
+
+
+def timecode_block(height: int) -> int:
+    """Block size in pixels: big enough to survive scaling to a quarter and low bitrates."""
+    return max(4, height // 45)
+
+
+class Timecode:
+    """Burns the capture time, in milliseconds, as a row of blocks at the top-left corner."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self._block = timecode_block(height)
+        if self._block * (TIMECODE_BITS + 2) > width:
+            raise ValueError(f"a {width}x{height} picture is too narrow for the timecode strip")
+
+    def draw(self, frame: av.VideoFrame, wallclock: float) -> None:
+        block = self._block
+        millis = int(round(wallclock * 1000)) & ((1 << TIMECODE_BITS) - 1)
+        bits = np.array([(millis >> (TIMECODE_BITS - 1 - i)) & 1 for i in range(TIMECODE_BITS)], dtype=np.uint8)
+        row = np.repeat(np.where(bits == 1, _WHITE, _BLACK).astype(np.uint8), block)
+        luma = np.frombuffer(frame.planes[0], np.uint8).reshape(frame.height, frame.planes[0].line_size)
+        luma[0:block, 0 : TIMECODE_BITS * block] = row
+        for plane in frame.planes[1:3]:
+            chroma = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+            chroma[0 : block // 2, 0 : TIMECODE_BITS * block // 2] = 128
+
+
 def clock_text(wallclock: float, frame_number: int) -> str:
     stamp = datetime.fromtimestamp(wallclock).strftime("%H:%M:%S.%f")[:-3]
     return f"{stamp}  frame {frame_number:06d}"
@@ -100,6 +133,7 @@ class TestCard:
 
     def run(self, emit: FrameSink, stop: threading.Event) -> None:
         overlay = TextOverlay(self.settings.width, self.settings.height, self.settings.title)
+        timecode = Timecode(self.settings.width, self.settings.height)
         start_wall, start_mono = time.time(), time.monotonic()
         frame_number = 0
         with av.open(self._graph(), format="lavfi") as container:
@@ -110,5 +144,6 @@ class TestCard:
                 wallclock = start_wall + offset
                 if isinstance(frame, av.VideoFrame):
                     overlay.draw(frame, clock_text(wallclock, frame_number))
+                    timecode.draw(frame, wallclock)
                     frame_number += 1
                 emit(CapturedFrame(frame, wallclock))

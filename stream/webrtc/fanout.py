@@ -101,6 +101,7 @@ class Viewer:
         self._queues: dict[str, deque[RtpFrame]] = {"video": deque(), "audio": deque()}
         self._ready = {"video": asyncio.Event(), "audio": asyncio.Event()}
         self.waiting_for_keyframe = True
+        self.started = False  # had a keyframe: frames skipped from now on are losses, not a late join
         self.closed = False
         self.frames_sent = 0
         self.frames_dropped = 0
@@ -121,19 +122,26 @@ class Viewer:
     def _offer_video(self, frame: RtpFrame) -> None:
         queue = self._queues["video"]
         if self.waiting_for_keyframe and not frame.keyframe:
+            if self.started:
+                self._drop(1)
             return
         if len(queue) >= MAX_QUEUED_VIDEO:
-            self.frames_dropped += len(queue) + 1
-            metrics.WEBRTC_FRAMES_DROPPED.inc(len(queue) + 1)
+            self._drop(len(queue))
             queue.clear()
             self._queues["audio"].clear()
             self.waiting_for_keyframe = True
             self._fanout.request_keyframe("slow viewer")
             if not frame.keyframe:
+                self._drop(1)
                 return
         self.waiting_for_keyframe = False
+        self.started = True
         queue.append(frame)
         self._ready["video"].set()
+
+    def _drop(self, frames: int) -> None:
+        self.frames_dropped += frames
+        metrics.WEBRTC_FRAMES_DROPPED.inc(frames)
 
     async def next(self, kind: str) -> RtpFrame:
         queue, ready = self._queues[kind], self._ready[kind]

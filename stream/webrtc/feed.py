@@ -83,6 +83,7 @@ class FeedServer:
         subscription = self._bus.subscribe(on_packet)
         self._request_keyframe("downstream edge")
         self.downstreams += 1
+        metrics.WEBRTC_FEED_DOWNSTREAMS.set(self.downstreams)
         sender = asyncio.create_task(self._send(ws, queue))
         try:
             async for message in ws:
@@ -90,6 +91,7 @@ class FeedServer:
                     self._request_keyframe("downstream edge")
         finally:
             self.downstreams -= 1
+            metrics.WEBRTC_FEED_DOWNSTREAMS.set(self.downstreams)
             subscription.close()
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)

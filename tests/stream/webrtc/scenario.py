@@ -56,14 +56,16 @@ PUBLISHER_FLAGS = [*CHROMIUM_FLAGS, "--use-fake-device-for-media-stream", "--use
 WIDTH, HEIGHT, FPS = 320, 180, 15
 
 
-def run_in_private_network(scenario: str, *args: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Run `scenario` in a fresh network namespace (root, `unshare`, `ip` needed) and return its result."""
+def run_in_private_network(scenario: str, *args: str, timeout: float = 60.0,
+                           module: str = "tests.stream.webrtc.scenario") -> dict[str, Any]:
+    """Run `scenario` of `module` (its SCENARIOS) in a fresh network namespace (root, `unshare`,
+    `ip` needed) and return its result."""
     missing = [tool for tool in ("unshare", "ip") if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"{', '.join(missing)} not found: WebRTC tests run in a private network namespace "
                     "(Debian packages util-linux and iproute2, run as root)", pytrace=False)
-    command = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" -m tests.stream.webrtc.scenario "$@"',
-               sys.executable, scenario, *args]
+    command = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" -m "$@"',
+               sys.executable, module, scenario, *args]
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as expired:
@@ -511,12 +513,12 @@ SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
 }
 
 
-def main() -> None:
+def main(scenarios: dict[str, Callable[..., Awaitable[dict[str, Any]]]]) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     name, *args = sys.argv[1:]
-    result = asyncio.run(SCENARIOS[name](*args))
+    result = asyncio.run(scenarios[name](*args))
     print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    main(SCENARIOS)

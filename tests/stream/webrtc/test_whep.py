@@ -1,0 +1,77 @@
+"""WHEP viewing end to end, in private network namespaces (whep_scenario.py): Chromium plays the
+landing page over WebRTC, 30 viewers on one edge, a frozen viewer, and the fallback to LL-HLS."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from tests.stream.webrtc.scenario import run_in_private_network
+from tests.stream.webrtc.whep_scenario import MODULE
+
+
+def _scenario(name: str, *args: str, timeout: float = 120.0) -> dict:
+    return run_in_private_network(name, *args, timeout=timeout, module=MODULE)
+
+
+@pytest.mark.browser
+def test_chromium_plays_the_page_over_whep_with_h264_within_400_ms_of_capture():
+    result = _scenario("whep-browser")
+    first, last = result["first"], result["last"]
+    # Chromium lists VP8 first; the answer takes H.264, the rendition encoded once.
+    assert result["offered"][0] == "VP8" and "H264" in result["offered"]
+    assert first["engine"] == last["engine"] == "webrtc" and last["codec"] == "video/H264", result
+    assert last["frames"] > first["frames"] + 30 and last["time"] > first["time"] + 2, result
+    assert last["errors"] == [] and last["warnings"] == [] and result["console_errors"] == []
+    # Glass to glass: the capture time burned into the picture vs the wall clock when it is on screen.
+    latencies = result["latencies"]
+    print(f"\nWHEP glass-to-glass: median {statistics.median(latencies) * 1000:.0f} ms, "
+          f"max {max(latencies) * 1000:.0f} ms over {len(latencies)} samples")
+    assert len(latencies) >= 20 and statistics.median(latencies) <= 0.4 and max(latencies) < 1.0, latencies
+
+
+def test_30_viewers_on_one_edge_get_99_percent_of_frames_from_one_encoder_and_one_feed():
+    result = _scenario("whep-fanout", "30", "30", timeout=150)
+    viewers, fps = result["viewers"], result["fps"]
+    assert len(viewers) == 30
+    for viewer in viewers:
+        assert viewer["status"] == 201 and viewer["error"] is None and viewer["video_codec"] == "video/H264", viewer
+        assert viewer["frames"] >= 0.99 * viewer["expected"] and viewer["expected"] >= 25 * fps, viewer
+        assert viewer["keyframes"] >= 1 and viewer["audio_packets"] > 0
+    # Encoded once: the WebRTC encoder made one frame per program frame, not one per viewer...
+    expected_frames = result["elapsed"] * fps
+    assert 0.8 * expected_frames <= result["webrtc_frames_encoded"] <= 1.1 * expected_frames, result
+    # ...reaching the edge over one feed; the viewers are the edge's, none the origin's.
+    assert result["during"] == {"edge_viewers": 30.0, "origin_viewers": 0.0, "origin_feeds": 1.0}, result["during"]
+    worst = min(v["frames"] / v["expected"] for v in viewers)
+    print(f"\n30 WHEP viewers on one edge: worst viewer got {worst:.1%} of frames; encoder frames "
+          f"{result['webrtc_frames_encoded']:.0f} in {result['elapsed']:.1f} s")
+
+
+def test_a_viewer_that_stops_reading_costs_the_others_nothing_and_memory_stays_bounded():
+    result = _scenario("whep-frozen-viewer", "25", timeout=120)
+    for viewer in result["viewers"]:
+        assert viewer["status"] == 201 and viewer["frames"] >= 0.99 * viewer["expected"], viewer
+    growth = max(result["rss"]) - result["rss_before"]
+    print(f"\nfrozen viewer: origin RSS grew {growth / 2**20:.1f} MiB over {len(result['rss'])} s; "
+          f"frames dropped for slow senders: {result['frames_dropped']:.0f}")
+    assert growth < 30 * 2**20, result["rss"]
+
+
+@pytest.mark.browser
+def test_full_webrtc_capacity_falls_back_to_ll_hls_without_an_error_then_webrtc_again():
+    result = _scenario("whep-fallback", timeout=150)
+    states = result["states"]
+    assert states["first"]["engine"] == "webrtc"
+    # /api/status says WebRTC has no headroom: the next page plays LL-HLS without trying.
+    second = states["second"]
+    assert second["engine"] == "hls.js" and second["time"] > 2 and second["errors"] == [], second
+    assert second["warnings"] == [], second
+    # A page that tries anyway is refused (503 + Retry-After) and moves to LL-HLS by itself.
+    forced = states["forced"]
+    assert forced["engine"] == "hls.js" and forced["time"] > 2 and forced["errors"] == [], forced
+    assert forced["warnings"] == ["WHEP 503"], forced
+    assert result["second_messages"] == [""]  # nothing shown to either viewer
+    assert states["third"]["engine"] == "webrtc" and states["third"]["codec"] == "video/H264", states["third"]
+    assert states["second_later"]["engine"] == "hls.js"  # a viewer on HLS stays on HLS
