@@ -46,7 +46,10 @@ $(HLSJS): landing/package.json landing/package-lock.json
 # ffmpeg: ffprobe checks the HLS, the CLI publishes RTMP/SRT, and the origin's SRT listener is
 # Debian's ffmpeg (libsrt). iproute2: WebRTC tests bring up loopback in a private namespace.
 # redis-server: edges share the waiting room through a real Redis in the tests. nginx: the
-# reference the edge is benchmarked against.
+# reference the edge is benchmarked against. prometheus: promtool checks the alert rules and a real
+# Prometheus scrapes the servers in tests/k8s (kubectl, which renders the kustomize overlays, comes with
+# the base image: Debian's kubernetes-client is too old for them). apache2-utils: ab, the landing
+# page benchmark's load generator.
 system-packages:
 	@packages=""; \
 	command -v ffprobe >/dev/null || packages="$$packages ffmpeg"; \
@@ -55,6 +58,8 @@ system-packages:
 	command -v ip >/dev/null || packages="$$packages iproute2"; \
 	command -v redis-server >/dev/null || packages="$$packages redis-server"; \
 	command -v nginx >/dev/null || packages="$$packages nginx"; \
+	command -v promtool >/dev/null || packages="$$packages prometheus"; \
+	command -v ab >/dev/null || packages="$$packages apache2-utils"; \
 	if [ -n "$$packages" ]; then \
 		echo "installing Debian packages:$$packages"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$packages; \

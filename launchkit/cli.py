@@ -9,7 +9,7 @@ import re
 import sys
 from typing import Any, NoReturn, Sequence
 
-from launchkit import __version__, control
+from launchkit import __version__, control, plan
 from launchkit.auth import MAX_TOKEN_LENGTH, MIN_TOKEN_LENGTH, Tokens
 from launchkit.config import (
     DEMO_OPTIONS,
@@ -86,6 +86,7 @@ def build_parser(from_env: dict[str, Any]) -> argparse.ArgumentParser:
     for role, (options, summary, description) in ROLES.items():
         _add_options(commands.add_parser(role, help=summary, description=description), options, from_env)
     control.add_parser(commands)
+    plan.add_parser(commands)
     return parser
 
 
@@ -117,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "event":
         return control.run(args, tokens)
+    if args.command == "plan":
+        return plan.run(args, sys.argv[1:] if argv is None else list(argv))
     if args.command == "edge":
         return _run_edge(args)
     options = ROLES[args.command][0]

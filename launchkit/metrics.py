@@ -301,3 +301,46 @@ def init_wall_labels() -> None:
             WALL_CONNECTOR_ERRORS.labels(connector, reason)
     for reason in WALL_REFUSALS:
         WALL_REQUESTS_REFUSED.labels(reason)
+
+
+# ---- QoE beacons from viewers' players (launchkit/qoe.py) ---------------------------------------------
+# Labels are bounded: the protocols and error types below (anything else is refused with a 400).
+QOE_PROTOCOLS = ("webrtc", "llhls", "hls", "none")  # none: an error before anything played
+QOE_ERROR_TYPES = ("network", "media", "player", "other")
+QOE_RESULTS = ("accepted", "malformed", "too_large", "unsupported", "rate_limited")
+
+QOE_BEACONS = Counter(
+    "launchkit_qoe_beacons", "QoE beacons received, by result (accepted or why refused)", ["result"],
+)
+QOE_STARTUP = Histogram(
+    "launchkit_qoe_startup_seconds", "Players' startup time: from loading the stream to the first frame playing",
+    ["protocol"], buckets=(0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0),
+)
+QOE_PLAYING = Counter(
+    "launchkit_qoe_playing_seconds", "Seconds of playback reported by players; rate() = viewers playing now",
+    ["protocol"],
+)
+QOE_STALLS = Counter(
+    "launchkit_qoe_stalls", "Playback stalls (rebuffering after playback had started)", ["protocol"],
+)
+QOE_REBUFFER = Counter(
+    "launchkit_qoe_rebuffer_seconds", "Seconds players spent rebuffering; / playing seconds = rebuffer ratio",
+    ["protocol"],
+)
+QOE_ERRORS = Counter(
+    "launchkit_qoe_errors", "Fatal player errors, by protocol and type", ["protocol", "type"],
+)
+
+
+def init_qoe_labels() -> None:
+    """Every bounded label combination up front, so dashboards see zeros, not gaps."""
+    for result in QOE_RESULTS:
+        QOE_BEACONS.labels(result)
+    for protocol in QOE_PROTOCOLS:
+        QOE_STARTUP.labels(protocol)
+        QOE_PLAYING.labels(protocol)
+        QOE_STALLS.labels(protocol)
+        QOE_REBUFFER.labels(protocol)
+        for kind in QOE_ERROR_TYPES:
+            QOE_ERRORS.labels(protocol, kind)
+# ---- end of QoE beacons -----------------------------------------------------------------------------
