@@ -5,11 +5,13 @@ origin→edge feed's wire format; WHEP refusals (no ICE involved)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from fractions import Fraction
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiortc import RTCPeerConnection
 
 from stream.bus import PacketBus
 from stream.packet import EncodedPacket
@@ -101,14 +103,24 @@ def test_feed_messages_round_trip_and_garbage_is_refused():
             feed.decode(garbage)
 
 
+def peer_connections() -> int:
+    """Live RTCPeerConnection objects in this process: a refused offer must leave none behind."""
+    gc.collect()
+    return sum(isinstance(o, RTCPeerConnection) and o.connectionState != "closed" for o in gc.get_objects())
+
+
 @pytest.fixture
 async def whep():
-    endpoint = WhepEndpoint(Fanout(PacketBus(), lambda: None), IceSettings(addresses=("127.0.0.1",)), max_viewers=1)
+    fanout = Fanout(PacketBus(), lambda: None)
+    endpoint = WhepEndpoint(fanout, IceSettings(addresses=("127.0.0.1",)), max_viewers=1)
     app = web.Application()
     app.add_routes([web.post("/whep", endpoint.post), web.patch("/whep/{session}", endpoint.patch),
                     web.delete("/whep/{session}", endpoint.delete)])
+    before = peer_connections()
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield client
+        assert endpoint.sessions == 0 and fanout.viewers == 0
+        assert peer_connections() == before  # nothing leaked by the refusals
 
 
 VP8_ONLY = """v=0\r
@@ -137,6 +149,9 @@ a=setup:actpass\r
     (b"hello", "application/sdp", 400, "offer one video"),
     (VP8_ONLY.encode(), "application/sdp", 400, "do not include H.264"),
     (VP8_ONLY.replace("a=recvonly", "a=sendonly").encode(), "application/sdp", 400, "recvonly"),
+    # H.264 offered, but no ICE credentials: aiortc refuses it once the session exists (closed again)
+    (VP8_ONLY.replace("VP8/90000", "H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f")
+     .replace("a=ice-ufrag:abcd\r\n", "").encode(), "application/sdp", 400, "could not be applied"),
 ])
 async def test_bad_offers_get_a_clear_4xx_and_no_session(whep, body, content_type, status, message):
     response = await whep.post("/whep", data=body, headers={"Content-Type": content_type})
