@@ -19,7 +19,9 @@ from launchkit.auth import Tokens
 from launchkit.config import Config
 from launchkit.event import EventStore, State
 from launchkit.ops import OpsConsole
+from launchkit.qoe import QoeBeacons
 from launchkit.status import StatusHandlers
+from launchkit.wall.service import Wall, WallSettings
 from stream.encoder import AudioSettings
 from stream.ingest.rtmp import RtmpIngest
 from stream.ingest.srt import SrtIngest
@@ -141,13 +143,16 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
             rendition.segment_listeners.append(recorder.on_segment)
     replay = ReplayHandlers(recorder, pipeline.hls, services.replay_available) if recorder else None
     status = StatusHandlers(services)
-    landing = LandingPage(config, status)
+    landing = LandingPage(config, status, wall=True)
+    wall = _wall(config, tokens, services)
 
     app = web.Application(middlewares=[middleware.observe], client_max_size=64 * 1024)
     app[SERVICES] = services
     admission.setup(app)
     app.add_routes(admission.routes())
     landing.setup(app)
+    wall.setup(app)  # before _stop: the wall's SSE streams and connectors stop before the media threads
+    app.add_routes(wall.routes())
     app.on_response_prepare.append(middleware.count_response_bytes)
     app.on_startup.append(_start)
     app.on_cleanup.append(lambda app: whip.close())  # publishers first, then the threads they feed
@@ -158,6 +163,7 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
         web.get("/embed", landing.embed),
         web.static("/static", landing.static_dir, append_version=False),
         web.get("/api/status", status.api_status),
+        *QoeBeacons().routes(),
         web.post("/whip", whip.post),
         web.options("/whip", whip.options),
         web.delete("/whip/{session}", whip.delete),
@@ -185,6 +191,21 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
             web.get(f"/replay/{RENDITION}/{MEDIA_NAME}", replay.media),
         ])
     return app
+
+
+def _wall(config: Config, tokens: Tokens, services: Services) -> Wall:
+    return Wall(
+        WallSettings(
+            database=config.data_dir / "wall.sqlite3" if config.data_dir else None,
+            moderation=config.wall_moderation, mastodon=config.wall_mastodon, feeds=config.wall_feeds,
+            allow=config.wall_allow, block_accounts=config.wall_block_accounts, block_words=config.wall_block_words,
+            posts_per_minute=config.wall_posts_per_minute, burst=config.wall_burst,
+            webhook_secret=os.environ.get("LAUNCHKIT_WALL_WEBHOOK_SECRET", ""),
+            redis_url=config.redis or None, identity_secret=tokens.ops,
+        ),
+        is_operator=lambda request: services.ops.is_operator(request),
+        page_context=lambda: {"title": config.title, "description": config.description},
+    )
 
 
 async def _start(app: web.Application) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from landing.agenda import Agenda
 from stream.ladder import DEFAULT_LADDER, Rendition
 from stream.packager.hls import part_frames
 from stream.relay.upstream import parse_origin_url
@@ -301,9 +302,102 @@ ADMISSION_OPTIONS = (
            "URL"),
 )
 
-DEMO_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS + WEBRTC_OPTIONS + ADMISSION_OPTIONS
-ORIGIN_OPTIONS = SERVER_OPTIONS + EVENT_OPTIONS + MEDIA_OPTIONS + ORIGIN_OPTIONS + WEBRTC_OPTIONS + ADMISSION_OPTIONS
-EDGE_OPTIONS = SERVER_OPTIONS + EDGE_ONLY_OPTIONS + WEBRTC_OPTIONS + ADMISSION_OPTIONS
+def _list(text: str) -> tuple[str, ...]:
+    """Comma-separated values, blanks dropped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _show_list(values: tuple[str, ...]) -> str:
+    return ",".join(values) or "none"
+
+
+def _mastodon_timelines(text: str) -> tuple[str, ...]:
+    from launchkit.wall.connectors.mastodon import TagTimeline  # the wall validates its own syntax
+
+    timelines = _list(text)
+    for timeline in timelines:
+        try:
+            TagTimeline.parse(timeline)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    return timelines
+
+
+def _feed_urls(text: str) -> tuple[str, ...]:
+    urls = _list(text)
+    for url in urls:
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise ConfigError(f"expected http(s) URLs separated by commas, got {url!r}")
+    return urls
+
+
+WALL_RATE_OPTIONS = (
+    Option("wall-posts-per-minute", _bounded_float(0.1, 600), 6.0, "wall posts (comments, questions) one client may "
+           "send per minute, sustained", "N"),
+    Option("wall-burst", _bounded_int(1, 100), 3, "wall posts one client may send back to back", "N"),
+)
+
+WALL_OPTIONS = (
+    Option("wall-moderation", _choice("manual", "auto"), "manual", "wall moderation: manual (a moderator approves "
+           "every post) or auto (approved unless blocked)", "MODE"),
+    Option("wall-mastodon", _mastodon_timelines, (), "Mastodon hashtag timelines shown on the wall, as "
+           "https://INSTANCE#TAG separated by commas", "LIST", show=_show_list),
+    Option("wall-feeds", _feed_urls, (), "RSS/Atom feed URLs shown on the wall, separated by commas", "LIST",
+           show=_show_list),
+    Option("wall-allow", _list, (), "trusted authors approved without moderation (e.g. mastodon:press@example.org), "
+           "separated by commas", "LIST", show=_show_list),
+    Option("wall-block-accounts", _list, (), "authors whose posts are rejected, separated by commas", "LIST",
+           show=_show_list),
+    Option("wall-block-words", _list, (), "words that get a post rejected, separated by commas", "LIST",
+           show=_show_list),
+) + WALL_RATE_OPTIONS
+
+
+def _agenda(text: str) -> Agenda:
+    if not text:
+        return Agenda()
+    try:
+        return Agenda.load(Path(text))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _image_url(text: str) -> str:
+    if text and not re.match(r"^https?://[^\s\"<>]+$", text):
+        raise ConfigError(f"expected an absolute http(s) URL, got {text!r}")
+    return text
+
+
+# CSP source expressions: *, 'self', 'none', or scheme/host sources (https://news.example.org, https://*.example.com).
+_FRAME_SOURCE = re.compile(r"^(\*|'self'|'none'|[a-z][a-z0-9+.-]*:|([a-z][a-z0-9+.-]*://)?[a-z0-9*.-]+(:[0-9*]+)?)$")
+
+
+def _frame_ancestors(text: str) -> str:
+    sources = text.split()
+    if not sources or any(not _FRAME_SOURCE.match(source.lower()) for source in sources):
+        raise ConfigError(f"expected CSP sources separated by spaces (*, 'self', 'none', https://news.example.org), "
+                          f"got {text!r}")
+    return " ".join(sources)
+
+
+PAGE_OPTIONS = (
+    Option("agenda", _agenda, Agenda(), "JSON file with the speakers and the agenda shown on the landing page",
+           "PATH", show=lambda agenda: "none" if not agenda else "loaded"),
+    Option("og-image", _image_url, "", "absolute URL of the image shared links preview with (OpenGraph, Twitter "
+           "card; 1200x630)", "URL", show=lambda url: url or "the built-in card"),
+)
+
+EMBED_OPTIONS = (
+    Option("frame-ancestors", _frame_ancestors, "*", "sites allowed to embed /embed in an iframe, as CSP "
+           "frame-ancestors sources separated by spaces", "SOURCES"),
+)
+
+DEMO_OPTIONS = (SERVER_OPTIONS + EVENT_OPTIONS + PAGE_OPTIONS + EMBED_OPTIONS + MEDIA_OPTIONS + WEBRTC_OPTIONS
+                + ADMISSION_OPTIONS + WALL_OPTIONS)
+ORIGIN_OPTIONS = (SERVER_OPTIONS + EVENT_OPTIONS + PAGE_OPTIONS + EMBED_OPTIONS + MEDIA_OPTIONS + ORIGIN_OPTIONS
+                  + WEBRTC_OPTIONS + ADMISSION_OPTIONS + WALL_OPTIONS)
+# Edges render the page from the origin's /api/status; the wall's posts belong to the origin.
+EDGE_OPTIONS = SERVER_OPTIONS + EDGE_ONLY_OPTIONS + EMBED_OPTIONS + WEBRTC_OPTIONS + ADMISSION_OPTIONS + WALL_RATE_OPTIONS
 ALL_OPTIONS = ORIGIN_OPTIONS
 
 
@@ -344,6 +438,17 @@ class Config:
     retry_jitter: int
     redis: str
     advertise_url: str
+    agenda: Agenda
+    og_image: str
+    frame_ancestors: str
+    wall_moderation: str
+    wall_mastodon: tuple[str, ...]
+    wall_feeds: tuple[str, ...]
+    wall_allow: tuple[str, ...]
+    wall_block_accounts: tuple[str, ...]
+    wall_block_words: tuple[str, ...]
+    wall_posts_per_minute: float
+    wall_burst: int
 
     def __post_init__(self) -> None:
         frames = self.fps * self.segment_duration

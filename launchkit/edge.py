@@ -49,12 +49,15 @@ from typing import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from landing.agenda import Agenda
 from landing.app import LandingPage
 from launchkit import metrics, middleware
 from launchkit.admission import Admission, admission_secrets
 from launchkit.admission.settings import from_options as admission_settings
 from launchkit.admission.tickets import SECRET_ENV
 from launchkit.config import ConfigError
+from launchkit.qoe import QoeBeacons
+from launchkit.wall.service import Wall, WallSettings
 from stream.bus import PacketBus
 from stream.packager.http import RequestRate
 from stream.relay.cache import ObjectCache
@@ -101,6 +104,9 @@ class EdgeSettings:
     advertise_url: str = ""
     log_level: str = "info"
     access_log: bool = False
+    frame_ancestors: str = "*"
+    wall_posts_per_minute: float = 6.0
+    wall_burst: int = 3
     edge_id: str = ""  # how upstreams see this edge (User-Agent, Via); run_edge sets HOST:PORT
 
     def __post_init__(self) -> None:
@@ -187,11 +193,30 @@ class OriginStatus:
 
 
 class _PageText:
-    """LandingPage reads the event's title and description from its config; at an edge they come
-    from the origin's status (`event.description` once the origin publishes it)."""
+    """LandingPage reads the event's title, description, agenda and share image from its config; at
+    an edge they come from the origin's status (`event.*`), and frame-ancestors from this edge."""
 
-    def __init__(self, status: OriginStatus) -> None:
+    def __init__(self, status: OriginStatus, frame_ancestors: str) -> None:
         self._status = status
+        self.frame_ancestors = frame_ancestors
+        self._agenda: tuple[object, Agenda] = (None, Agenda())  # (status it was parsed from, agenda)
+
+    @property
+    def agenda(self) -> Agenda:
+        data = self._status.data
+        if self._agenda[0] is not data:  # parsed once per status poll, not per page
+            try:
+                agenda = Agenda.from_dict((data or {}).get("event", {}).get("agenda") or {})
+            except ValueError as error:
+                log.warning("the origin's agenda is not usable: %s", error)
+                agenda = Agenda()
+            self._agenda = (data, agenda)
+        return self._agenda[1]
+
+    @property
+    def og_image(self) -> str:
+        image = (self._status.data or {}).get("event", {}).get("image")
+        return image if isinstance(image, str) and image.startswith(("https://", "http://")) else ""
 
     @property
     def title(self) -> str:
@@ -379,7 +404,7 @@ def create_edge_app(settings: EdgeSettings, *, capacity: CapacityHook | None = N
         app.add_routes(admission.routes())
     """
     edge = Edge(settings, capacity, edges)
-    landing = LandingPage(_PageText(edge.origin_status), edge)  # type: ignore[arg-type]  # duck-typed config
+    landing = LandingPage(_PageText(edge.origin_status, settings.frame_ancestors), edge, wall=bool(settings.redis))
 
     @web.middleware
     async def loop_guard(request: web.Request, handler: middleware.Handler) -> web.StreamResponse:
@@ -412,6 +437,7 @@ def create_edge_app(settings: EdgeSettings, *, capacity: CapacityHook | None = N
         web.get("/embed", embed),
         web.static("/static", landing.static_dir, append_version=False),
         web.get("/api/status", edge.api_status),
+        *QoeBeacons().routes(),
         *edge.routes.routes(),
         web.get("/metrics", edge.metrics),
         web.get("/healthz", edge.healthz),
@@ -455,6 +481,10 @@ async def _serve(settings: EdgeSettings, sock: socket.socket, *, supervised: boo
     admission.setup(app)
     app.add_routes(admission.routes())
     edge = app[EDGE]
+    wall = _edge_wall(settings, edge) if settings.redis else None  # the origin owns the posts; Redis carries them
+    if wall is not None:
+        wall.setup(app)
+        app.add_routes(wall.routes())
     draining, stopping = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -485,6 +515,8 @@ async def _serve(settings: EdgeSettings, sock: socket.socket, *, supervised: boo
         await draining.wait()
         edge.begin_drain()
         admission.begin_drain()
+        if wall is not None:
+            await wall.hub.close()  # wall clients reconnect (Last-Event-ID), and land on another edge
         if not stopping.is_set() and settings.drain_seconds > 0:
             log.info("draining: not ready any more, serving for %g s%s", settings.drain_seconds,
                      "" if supervised else " (Ctrl-C stops at once)")
@@ -499,6 +531,14 @@ async def _serve(settings: EdgeSettings, sock: socket.socket, *, supervised: boo
         await runner.cleanup()
     log.info("stopped")
     return 0
+
+
+def _edge_wall(settings: EdgeSettings, edge: Edge) -> Wall:
+    page = _PageText(edge.origin_status, settings.frame_ancestors)
+    return Wall(WallSettings(role="edge", redis_url=settings.redis,
+                             identity_secret=os.environ.get("LAUNCHKIT_OPS_TOKEN", ""),
+                             posts_per_minute=settings.wall_posts_per_minute, burst=settings.wall_burst),
+                page_context=lambda: {"title": page.title, "description": page.description})
 
 
 async def _watch_parent(parent: int, stopping: asyncio.Event, draining: asyncio.Event) -> None:

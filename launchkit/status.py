@@ -37,6 +37,10 @@ class StatusHandlers:
         return {
             "event": {
                 "title": services.config.title,
+                # What edges need to render the same landing page (launchkit/edge.py _PageText).
+                "description": services.config.description,
+                "agenda": services.config.agenda.as_dict(),
+                "image": services.config.og_image or None,
                 "state": event.state.value,
                 "start_at": event.start_at.isoformat() if event.start_at else None,
                 "starts_in": round(starts_in, 1) if starts_in is not None else None,

@@ -11,11 +11,12 @@ CHROMIUM_FLAGS = [
 PLAYER_STATE = """() => {
   const video = document.getElementById('player');
   const message = document.getElementById('player-message');
+  const text = document.getElementById('player-message-text');
   return {
     time: video.currentTime, paused: video.paused, error: video.error && video.error.message,
     engine: window.launchkit.engine, errors: window.launchkit.errors, latency: window.launchkit.latency(),
     width: video.videoWidth, frames: video.getVideoPlaybackQuality().totalVideoFrames,
-    message: message.hidden ? '' : message.textContent,
+    message: message.hidden ? '' : text.textContent.trim(),
   };
 }"""
 

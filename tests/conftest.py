@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -18,6 +19,14 @@ from loadtests.target import free_port, start_demo
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 REDIS_SERVER = "/usr/bin/redis-server"
+
+# Network rule: WebRTC may only gather and reach loopback. Every server a test starts inherits
+# these: it gathers 127.0.0.1 only, and offers no WebRTC to viewers, so browsers in this machine's
+# network namespace play HLS (Chromium would otherwise gather its own interfaces and announce mDNS
+# names). The WebRTC tests run in private network namespaces and turn WHEP on explicitly
+# (tests/stream/webrtc/whep_scenario.py).
+os.environ["LAUNCHKIT_ICE_ADDRESSES"] = "127.0.0.1"
+os.environ["LAUNCHKIT_MAX_WEBRTC_VIEWERS"] = "0"
 
 
 @pytest.fixture(scope="session")

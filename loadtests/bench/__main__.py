@@ -2,7 +2,7 @@
 
 import sys
 
-from loadtests.bench import edge, encoder, ladder, latency, slate
+from loadtests.bench import edge, encoder, ladder, landing, latency, slate
 
 BENCHMARKS = {
     "encoder CPU vs ffmpeg CLI": encoder.main,
@@ -10,6 +10,7 @@ BENCHMARKS = {
     "HLS glass-to-glass latency": latency.main,
     "slate switch and recovery": slate.main,
     "edge vs nginx, real-pace viewers": edge.main,
+    "landing page requests/s vs nginx": landing.main,
 }
 
 if __name__ == "__main__":

@@ -322,10 +322,11 @@ http {{
 """
 
 
-def start_nginx(root: Path, prefix: Path, port: int) -> subprocess.Popen:
+def start_nginx(root: Path, prefix: Path, port: int, template: str = NGINX_CONF, **values: str) -> subprocess.Popen:
+    """nginx serving `root` on 127.0.0.1:`port` with `template` (formatted with prefix, root, port, **values)."""
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, root=root, port=port))
+    conf.write_text(template.format(prefix=prefix, root=root, port=port, **values))
     process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf)],
                                stdout=subprocess.DEVNULL, stderr=open(prefix / "stderr.log", "wb"))
     for _ in range(100):

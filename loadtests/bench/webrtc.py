@@ -185,6 +185,16 @@ def start_reference(origin: str) -> tuple[subprocess.Popen, str]:
     return process, f"http://127.0.0.1:{port}"
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 10 s: every process this benchmark started ends with it."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def one_run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ["LAUNCHKIT_ICE_ADDRESSES"] = "127.0.0.1"
     install_counting_decoders()
@@ -210,11 +220,9 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
         ramps = [asyncio.run(ramp(name, url + "/whep", pid, args)) for name, _, url, pid in servers]
     finally:
         for _name, handle, _, _ in servers:
-            process = handle.process if isinstance(handle, LocalDemo) else handle
-            process.terminate()
-            process.wait(10)
+            stop_process(handle.process if isinstance(handle, LocalDemo) else handle)
         if origin is not None:
-            origin.stop()
+            stop_process(origin.process)
         for group in groups:
             remove_group(group)
     return {"ramps": ramps}

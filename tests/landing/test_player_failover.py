@@ -31,7 +31,12 @@ class Playback:
     def __init__(self, page: Page) -> None:
         self.page = page
         self.hosts: list[tuple[float, str]] = []
-        page.on("request", lambda request: self.hosts.append((time.monotonic(), urlsplit(request.url).netloc)))
+        page.on("request", lambda request: self._record(request.url))
+
+    def _record(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.path.startswith(("/hls/", "/api/status")):  # what the player moves (the wall follows the page)
+            self.hosts.append((time.monotonic(), parts.netloc))
 
     def watch(self, seconds: float, until=None) -> tuple[float, float, dict]:
         """Samples for `seconds` (or until `until(state)`); returns (playhead advance, longest stall, last state)."""

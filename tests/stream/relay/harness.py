@@ -117,7 +117,9 @@ def start_edge(origin: str, log_dir: Path, *, wait_ready: bool = True, ready_tim
                **settings: object) -> LocalDemo:
     """A real edge process (`run_edge` as `launchkit edge` will call it) on a free loopback port,
     stopped by PID. Waits for its announcement and, unless told otherwise, for /readyz 200."""
-    values = {"origin": origin, "host": "127.0.0.1", "port": 0, "drain_seconds": 0.5, **settings}
+    # No WebRTC viewers unless a test asks: see tests/conftest.py (network rule).
+    values = {"origin": origin, "host": "127.0.0.1", "port": 0, "drain_seconds": 0.5, "max_webrtc_viewers": 0,
+              **settings}
     log_path = log_dir / f"edge-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-c", _EDGE_MAIN, json.dumps(values)],

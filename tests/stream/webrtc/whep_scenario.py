@@ -36,7 +36,7 @@ MODULE = "tests.stream.webrtc.whep_scenario"
 LOOPBACK = IceSettings(addresses=("127.0.0.1",), servers=())
 FPS = 15
 # Small pictures: the machine runs the origin's encoders, the edge's senders and every viewer.
-ORIGIN = ("--ladder", "360p:640x360:500", "--fps", str(FPS), "--webrtc", "320x180:300")
+ORIGIN = ("--ladder", "360p:640x360:500", "--fps", str(FPS), "--webrtc", "320x180:300", "--max-webrtc-viewers", "100")
 ENV = {"LAUNCHKIT_ICE_ADDRESSES": "127.0.0.1"}
 # Loopback is the only interface here. A receive-only page (no camera permission) gathers only on
 # the default route's interface, which this namespace lacks, and never on loopback: these flags
