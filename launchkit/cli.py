@@ -22,6 +22,7 @@ from launchkit.config import (
     env_defaults,
     env_name,
 )
+from loadtests.rehearse import cli as rehearse
 from stream.webrtc.ice import IceSettings
 
 EXIT_RUNTIME_ERROR, EXIT_USAGE = 1, 2
@@ -87,6 +88,7 @@ def build_parser(from_env: dict[str, Any]) -> argparse.ArgumentParser:
         _add_options(commands.add_parser(role, help=summary, description=description), options, from_env)
     control.add_parser(commands)
     plan.add_parser(commands)
+    rehearse.add_parser(commands)
     return parser
 
 
@@ -120,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return control.run(args, tokens)
     if args.command == "plan":
         return plan.run(args, sys.argv[1:] if argv is None else list(argv))
+    if args.command == "rehearse":
+        return rehearse.run(args)
     if args.command == "edge":
         return _run_edge(args)
     options = ROLES[args.command][0]
