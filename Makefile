@@ -66,7 +66,7 @@ system-packages:
 	fi
 
 bench: setup-test
-	$(BIN)/python -m loadtests.bench
+	$(BIN)/python -m loadtests.bench --write
 
 clean:
 	rm -rf $(VENV) landing/node_modules landing/static/vendor tests/artifacts
