@@ -54,6 +54,8 @@ class PageText(Protocol):
     description: str
     agenda: Agenda
     og_image: str
+    captions: str
+    captions_lang: str
     frame_ancestors: str
 
 
@@ -104,6 +106,8 @@ class LandingPage:
             "wall": self.wall and (not embed or request.query.get("wall") == "1"),
             "page_url": page_url,
             "og_image": config.og_image or site + f"/static/{OG_IMAGE}",
+            "captions": config.captions,
+            "captions_lang": config.captions_lang,
             "share": _share_links(page_url, config.title),
             "embed_code": _embed_code(site, config.title),
         }

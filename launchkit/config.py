@@ -362,6 +362,19 @@ def _agenda(text: str) -> Agenda:
         raise ConfigError(str(error)) from None
 
 
+def captions_url(text: str) -> str:
+    """A WebVTT file: an absolute http(s) URL or a path on this server."""
+    if text and not re.match(r"^(https?://|/)[^\s\"<>]+$", text):
+        raise ConfigError(f"expected an http(s) URL or a /path of a WebVTT file, got {text!r}")
+    return text
+
+
+def language_tag(text: str) -> str:
+    if not re.match(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", text):
+        raise ConfigError(f"expected a BCP 47 language tag such as en or fr-CA, got {text!r}")
+    return text
+
+
 def _image_url(text: str) -> str:
     if text and not re.match(r"^https?://[^\s\"<>]+$", text):
         raise ConfigError(f"expected an absolute http(s) URL, got {text!r}")
@@ -385,6 +398,9 @@ PAGE_OPTIONS = (
            "PATH", show=lambda agenda: "none" if not agenda else "loaded"),
     Option("og-image", _image_url, "", "absolute URL of the image shared links preview with (OpenGraph, Twitter "
            "card; 1200x630)", "URL", show=lambda url: url or "the built-in card"),
+    Option("captions", captions_url, "", "WebVTT captions file for the player (a <track>; CORS-enabled if on "
+           "another host)", "URL", show=lambda url: url or "none"),
+    Option("captions-lang", language_tag, "en", "language of the captions (BCP 47)", "LANG"),
 )
 
 EMBED_OPTIONS = (
@@ -440,6 +456,8 @@ class Config:
     advertise_url: str
     agenda: Agenda
     og_image: str
+    captions: str
+    captions_lang: str
     frame_ancestors: str
     wall_moderation: str
     wall_mastodon: tuple[str, ...]

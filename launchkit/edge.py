@@ -55,7 +55,7 @@ from launchkit import metrics, middleware
 from launchkit.admission import Admission, admission_secrets
 from launchkit.admission.settings import from_options as admission_settings
 from launchkit.admission.tickets import SECRET_ENV
-from launchkit.config import ConfigError
+from launchkit.config import ConfigError, captions_url, language_tag
 from launchkit.qoe import QoeBeacons
 from launchkit.wall.service import Wall, WallSettings
 from stream.bus import PacketBus
@@ -192,6 +192,14 @@ class OriginStatus:
                 pass
 
 
+def _valid(parse: Callable[[str], str], value: object, default: str) -> str:
+    """`value` from the origin's status if the option's own parser accepts it, else `default`."""
+    try:
+        return parse(value) if isinstance(value, str) else default
+    except ConfigError:
+        return default
+
+
 class _PageText:
     """LandingPage reads the event's title, description, agenda and share image from its config; at
     an edge they come from the origin's status (`event.*`), and frame-ancestors from this edge."""
@@ -212,6 +220,18 @@ class _PageText:
                 agenda = Agenda()
             self._agenda = (data, agenda)
         return self._agenda[1]
+
+    def _captions(self) -> dict:
+        captions = (self._status.data or {}).get("event", {}).get("captions")
+        return captions if isinstance(captions, dict) else {}
+
+    @property
+    def captions(self) -> str:
+        return _valid(captions_url, self._captions().get("url"), "")
+
+    @property
+    def captions_lang(self) -> str:
+        return _valid(language_tag, self._captions().get("lang"), "en")
 
     @property
     def og_image(self) -> str:

@@ -41,6 +41,8 @@ class StatusHandlers:
                 "description": services.config.description,
                 "agenda": services.config.agenda.as_dict(),
                 "image": services.config.og_image or None,
+                "captions": {"url": services.config.captions, "lang": services.config.captions_lang}
+                if services.config.captions else None,
                 "state": event.state.value,
                 "start_at": event.start_at.isoformat() if event.start_at else None,
                 "starts_in": round(starts_in, 1) if starts_in is not None else None,

@@ -811,11 +811,17 @@ def server_late(step: dict[str, Any]) -> bool:
     return lag is not None and lag >= 0.1
 
 
-def limited_by_client(ramp_result: dict[str, Any]) -> bool:
+def at_budget(step: dict[str, Any], budget: float | None) -> bool:
+    """With --cpu-budget: the server used (nearly) all the CPU its cgroup allows, so it was at its limit."""
+    return budget is not None and step["usage"]["server_cores"] >= 0.9 * budget
+
+
+def limited_by_client(ramp_result: dict[str, Any], budget: float | None = None) -> bool:
     """Every failing attempt at the first failing step had a saturated load generator and no sign
-    that the server itself was late."""
+    that the server itself was late or out of its CPU budget."""
     failing = [s for s in ramp_result["steps"] if s["viewers"] == ramp_result["first_failure"]]
-    return bool(failing) and all(client_saturated(s) and not server_late(s) for s in failing)
+    return bool(failing) and all(client_saturated(s) and not server_late(s) and not at_budget(s, budget)
+                                 for s in failing)
 
 
 def median_cost(ramp_result: dict[str, Any]) -> float | None:
@@ -823,15 +829,16 @@ def median_cost(ramp_result: dict[str, Any]) -> float | None:
     return costs[len(costs) // 2] if costs else None
 
 
-def verdict(nginx_ramp: dict[str, Any] | None, launchkit_ramp: dict[str, Any] | None) -> dict[str, Any]:
+def verdict(nginx_ramp: dict[str, Any] | None, launchkit_ramp: dict[str, Any] | None,
+            budget: float | None = None) -> dict[str, Any]:
     """Ratio of sustained viewers. It proves ≥ 1.0× only if nginx's own limit was reached: when
-    nginx never failed, or failed because the load generator was saturated, nginx's figure is a
-    lower bound and the ratio only an upper bound."""
+    nginx never failed, or failed because the load generator was saturated (and not at its CPU
+    budget), nginx's figure is a lower bound and the ratio only an upper bound."""
     if not (nginx_ramp and launchkit_ramp and nginx_ramp["sustained"]):
         return {"ratio": None, "passed": False, "note": "not measured on both sides"}
     ratio = launchkit_ramp["sustained"] / nginx_ramp["sustained"]
-    nginx_bound = not nginx_ramp["saturated"] or limited_by_client(nginx_ramp)
-    launchkit_bound = not launchkit_ramp["saturated"] or limited_by_client(launchkit_ramp)
+    nginx_bound = not nginx_ramp["saturated"] or limited_by_client(nginx_ramp, budget)
+    launchkit_bound = not launchkit_ramp["saturated"] or limited_by_client(launchkit_ramp, budget)
     def why(ramp_result: dict[str, Any]) -> str:
         return ("never failed a step" if not ramp_result["saturated"]
                 else "failed only with the load generator saturated and no sign of its own lateness")
@@ -1078,7 +1085,7 @@ def load_result(path: Path) -> dict[str, Any]:
         for step in ramp_result["steps"]:
             step["usage"]["core_busy"] = {int(k): v for k, v in step["usage"]["core_busy"].items()}
     by_side = {("nginx" if r["server"].startswith("nginx") else "launchkit"): r for r in result["ramps"]}
-    result["verdict"] = verdict(by_side.get("nginx"), by_side.get("launchkit"))
+    result["verdict"] = verdict(by_side.get("nginx"), by_side.get("launchkit"), result["args"].get("cpu_budget"))
     for ramp_result in result["ramps"]:
         model = memory_model(ramp_result["steps"], result["source"]["bytes_per_second"] * 60)
         result["memory"]["per_viewer"][ramp_result["server"]] = model["per_viewer"]
@@ -1257,7 +1264,7 @@ def main(argv: list[str] | None = None) -> int:
         result["ramps"] = ramps(measured, args, deadline, log)
         by_name = {name: r for name, r in zip([n for n in servers_wanted if n in servers], result["ramps"])}
         nginx_ramp, launchkit_ramp = by_name.get("nginx"), by_name.get("launchkit")
-        result["verdict"] = verdict(nginx_ramp, launchkit_ramp)
+        result["verdict"] = verdict(nginx_ramp, launchkit_ramp, args.cpu_budget)
 
         per_viewer, edge_cache = {}, None
         for ramp_result in result["ramps"]:

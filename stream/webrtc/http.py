@@ -3,6 +3,9 @@ and one-line plain-text refusals (RFC 9725 and the WHEP draft use the same resou
 
 from __future__ import annotations
 
+import asyncio
+from typing import Generic, Protocol, TypeVar
+
 from aiohttp import web
 
 SDP_TYPE = "application/sdp"
@@ -55,3 +58,43 @@ async def read_offer(request: web.Request) -> str:
     if not offer.strip():
         raise Refusal(400, "bad_request", "the request body is empty: send an SDP offer")
     return offer
+
+
+class Session(Protocol):
+    id: str
+
+    async def close(self, why: str) -> None: ...
+
+
+S = TypeVar("S", bound=Session)
+
+
+class SessionResources(Generic[S]):
+    """The session resources both protocols create on POST: DELETE ends one, PATCH is 405 (no trickle
+    ICE or ICE restart: a client POSTs a new offer), OPTIONS answers CORS preflights."""
+
+    protocol = "WebRTC"  # in messages
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, S] = {}
+
+    async def end(self, request: web.Request, why: str) -> web.Response:
+        session = self._sessions.get(request.match_info.get("session", ""))
+        if session is None:
+            return text_response(404, f"no such {self.protocol} session (it ended or never existed)")
+        await session.close(why)
+        return text_response(200, f"{self.protocol} session ended")
+
+    async def patch(self, request: web.Request) -> web.Response:
+        return text_response(405, "trickle ICE and ICE restarts are not supported: send every candidate in the offer "
+                                  "(non-trickle) and POST a new offer to reconnect", {"Allow": "DELETE, OPTIONS"})
+
+    async def options(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers=PREFLIGHT_HEADERS)
+
+    async def close(self) -> None:
+        """End every session (app cleanup)."""
+        await asyncio.gather(*(session.close("server shutting down") for session in list(self._sessions.values())))
+
+    def forget(self, session: S) -> None:
+        self._sessions.pop(session.id, None)

@@ -26,7 +26,7 @@ from aiortc import sdp as aiortc_sdp
 
 from launchkit import metrics
 from stream.webrtc.fanout import Fanout, Viewer
-from stream.webrtc.http import CORS_HEADERS, PREFLIGHT_HEADERS, SDP_TYPE, Refusal, read_offer, text_response
+from stream.webrtc.http import CORS_HEADERS, SDP_TYPE, Refusal, SessionResources, read_offer, text_response
 from stream.webrtc.ice import IceSettings, apply_host_addresses, without_mdns_candidates
 
 log = logging.getLogger(__name__)
@@ -120,16 +120,18 @@ class WhepSession:
         await self.pc.close()
 
 
-class WhepEndpoint:
+class WhepEndpoint(SessionResources[WhepSession]):
     """aiohttp handlers for POST /whep, DELETE/PATCH/OPTIONS /whep/{session} and OPTIONS /whep."""
+
+    protocol = "WHEP"
 
     def __init__(self, fanout: Fanout, ice: IceSettings, max_viewers: int,
                  live: Any = lambda: True) -> None:
+        super().__init__()
         self._fanout = fanout
         self._ice = ice
         self.max_viewers = max_viewers
         self._live = live
-        self._sessions: dict[str, WhepSession] = {}
         apply_host_addresses(ice)
         metrics.init_webrtc_labels()
 
@@ -168,24 +170,7 @@ class WhepEndpoint:
                                      "Cache-Control": "no-store"})
 
     async def delete(self, request: web.Request) -> web.Response:
-        session = self._sessions.get(request.match_info.get("session", ""))
-        if session is None:
-            return text_response(404, "no such WHEP session (it ended or never existed)")
-        await session.close("viewer sent DELETE")
-        return text_response(200, "WHEP session ended")
-
-    async def patch(self, request: web.Request) -> web.Response:
-        return text_response(405, "trickle ICE and ICE restarts are not supported: send every candidate in the offer "
-                                  "(non-trickle) and POST a new offer to reconnect", {"Allow": "DELETE, OPTIONS"})
-
-    async def options(self, request: web.Request) -> web.Response:
-        return web.Response(status=204, headers=PREFLIGHT_HEADERS)
-
-    async def close(self) -> None:
-        await asyncio.gather(*(s.close("server shutting down") for s in list(self._sessions.values())))
-
-    def forget(self, session: WhepSession) -> None:
-        self._sessions.pop(session.id, None)
+        return await self.end(request, "viewer sent DELETE")
 
     def _check_capacity(self) -> None:
         if not self._live():

@@ -32,7 +32,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from launchkit import metrics
 from launchkit.auth import Tokens, bearer_token
 from stream.program import Program, ProgramInput, Role, SlotBusy
-from stream.webrtc.http import CORS_HEADERS, PREFLIGHT_HEADERS, SDP_TYPE, Refusal, read_offer, text_response
+from stream.webrtc.http import CORS_HEADERS, SDP_TYPE, Refusal, SessionResources, read_offer, text_response
 from stream.webrtc.ice import IceSettings, apply_host_addresses, without_mdns_candidates
 
 log = logging.getLogger(__name__)
@@ -187,14 +187,16 @@ class WhipSession:
         await self.pc.close()
 
 
-class WhipEndpoint:
+class WhipEndpoint(SessionResources[WhipSession]):
     """aiohttp handlers for POST /whip, DELETE/PATCH/OPTIONS /whip/{session} and OPTIONS /whip."""
 
+    protocol = "WHIP"
+
     def __init__(self, program: Program, tokens: Tokens, ice: IceSettings) -> None:
+        super().__init__()
         self._program = program
         self._tokens = tokens
         self._ice = ice
-        self._sessions: dict[str, WhipSession] = {}
         apply_host_addresses(ice)
 
     def sessions(self) -> int:
@@ -210,7 +212,7 @@ class WhipEndpoint:
         except Refusal as refusal:
             return _refuse(refusal)
         session = WhipSession(secrets.token_urlsafe(24), RTCPeerConnection(self._ice.rtc_configuration()),
-                              program_input, self._forget)
+                              program_input, self.forget)
         try:
             answer = await session.negotiate(offer, summary)
         except Exception as error:  # aiortc raises many types on offers it cannot take
@@ -229,25 +231,7 @@ class WhipEndpoint:
             self._authorize(request)
         except Refusal as refusal:
             return _refuse(refusal)
-        session = self._sessions.get(request.match_info.get("session", ""))
-        if session is None:
-            return text_response(404, "no such WHIP session (it ended or never existed)")
-        await session.close("publisher sent DELETE")
-        return text_response(200, "WHIP session ended")
-
-    async def patch(self, request: web.Request) -> web.Response:
-        return text_response(405, "trickle ICE and ICE restarts are not supported: send every candidate in the offer "
-                          "(non-trickle) and POST a new offer to reconnect", {"Allow": "DELETE, OPTIONS"})
-
-    async def options(self, request: web.Request) -> web.Response:
-        return web.Response(status=204, headers=PREFLIGHT_HEADERS)
-
-    async def close(self) -> None:
-        """End every session (app cleanup)."""
-        await asyncio.gather(*(session.close("server shutting down") for session in list(self._sessions.values())))
-
-    def _forget(self, session: WhipSession) -> None:
-        self._sessions.pop(session.id, None)
+        return await self.end(request, "publisher sent DELETE")
 
     def _authorize(self, request: web.Request) -> None:
         if not self._tokens.is_publish(bearer_token(request.headers.get("Authorization"))):

@@ -19,10 +19,8 @@ from pathlib import Path
 
 import html5lib
 import pytest
-from playwright.sync_api import sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS
 from loadtests.target import free_port, start_launchkit
 from tests.conftest import fetch
 
@@ -58,14 +56,6 @@ def origin(tmp_path_factory):
     )
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 def request(url: str, body: object = None, *, method: str = "GET", headers: dict | None = None,
@@ -155,6 +145,20 @@ def test_pages_are_well_formed_with_share_tags_and_cacheable(origin):
     assert f"frame-ancestors {EMBEDDERS}" in fetch(origin.url + "/embed")[1]["Content-Security-Policy"]
     assert b"data-wall-events" in fetch(origin.url + "/embed?wall=1")[2]
     assert b"data-wall-events" not in fetch(origin.url + "/embed")[2]
+    assert tree.find(".//video[@id='player']/track") is None  # no captions configured
+
+
+def test_a_captions_track_when_configured_on_the_origin_and_its_edges(tmp_path):
+    captions = "https://cdn.example.org/launch/captions.vtt"  # only rendered, never fetched
+    with start_launchkit("origin", "--rtmp-port", "off", "--srt-port", "off", "--webrtc", "off",
+                         "--data-dir", str(tmp_path / "data"), "--source", "testcard", "--ladder", "180p:320x180:200",
+                         "--fps", "15", "--captions", captions, "--captions-lang", "en-GB", log_dir=tmp_path,
+                         wait_for_media=False) as origin, \
+            start_launchkit("edge", "--origin", origin.url, "--max-webrtc-viewers", "0", "--drain-seconds", "0",
+                            log_dir=tmp_path, wait_for_media=False) as edge:
+        for url in (origin.url, edge.url):
+            track = parse_strict(fetch(url + "/")[2]).find(".//video[@id='player']/track")
+            assert (track.get("kind"), track.get("src"), track.get("srclang")) == ("captions", captions, "en-GB"), url
 
 
 def test_an_edge_renders_the_same_page_and_takes_qoe_beacons(origin, tmp_path):

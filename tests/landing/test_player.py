@@ -5,21 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from playwright.sync_api import sync_playwright
 
-from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS, PLAYER_STATE
+from loadtests.browser import PLAYER_STATE
 from loadtests.target import start_demo
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 def test_landing_page_plays_the_live_stream(demo, browser):
