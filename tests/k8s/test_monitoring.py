@@ -22,6 +22,7 @@ import yaml
 from launchkit import catalogue
 from loadtests.player import PlayerConfig, Swarm
 from loadtests.target import free_port
+from tests.k8s.conftest import OPS_TOKEN
 from tests.stream.relay.harness import http_status
 
 MONITORING = catalogue.MONITORING
@@ -142,6 +143,29 @@ async def fill_the_waiting_room(edge: str) -> None:
         raise AssertionError("the queued viewer was never admitted")
 
 
+async def player_and_wall_traffic(origin: str, edge: str) -> None:
+    """QoE beacons as players send them (to the edge and the origin), and one wall question asked,
+    approved with the ops token and delivered to an open SSE client: the QoE and wall rows get data."""
+    beacon = {"protocol": "llhls", "startup": 1.2, "played": 10, "stalls": 1, "rebuffer": 0.4, "errors": {}}
+    async with aiohttp.ClientSession() as session:
+        for server in (edge, origin, edge):
+            async with session.post(f"{server}/api/qoe", json=beacon) as response:
+                assert response.status == 204, await response.text()
+        async with session.get(f"{origin}/api/wall/events", timeout=aiohttp.ClientTimeout(total=10)) as events:
+            async with session.post(f"{origin}/api/wall/posts", json={"text": "When does it ship?", "kind": "question"}) \
+                    as response:
+                assert response.status == 202
+                post = await response.json()
+            async with session.post(f"{origin}/api/ops/wall/{post['id']}/approve", json={},
+                                    headers={"Authorization": f"Bearer {OPS_TOKEN}"}) as response:
+                assert response.status == 200, await response.text()
+            for _ in range(200):  # bounded: the approved post arrives within a second or two
+                line = await events.content.readline()
+                if b"When does it ship?" in line:
+                    return
+        raise AssertionError("the approved question never reached the SSE client")
+
+
 def test_prometheus_scrapes_origin_and_edge_and_every_panel_has_data(stack, tmp_path):
     origin, edge = stack
     exported = set()
@@ -160,6 +184,7 @@ def test_prometheus_scrapes_origin_and_edge_and_every_panel_has_data(stack, tmp_
             time.sleep(0.2)
         started = time.monotonic()
         asyncio.run(fill_the_waiting_room(edge.url))
+        asyncio.run(player_and_wall_traffic(origin.url, edge.url))
         # A few LL-HLS viewers through the edge: relayed parts, blocking reloads and coalescing while
         # Prometheus scrapes.
         swarm = asyncio.run(Swarm(f"{edge.url}/hls/index.m3u8", 4, PlayerConfig(duration=12, request_timeout=5)).run())
