@@ -97,10 +97,15 @@ class RedisProcess:
                 self.process.wait(5)
 
 
+def require(tool: str) -> None:
+    """`make test` installs every tool the tests use: a missing one is a setup defect, never a skip."""
+    if not Path(tool).exists():
+        pytest.fail(f"{tool} is not installed (run `make system-packages` as root)", pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory):
-    if not Path(REDIS_SERVER).exists():
-        pytest.skip("redis-server is not installed (make system-packages)")
+    require(REDIS_SERVER)
     server = RedisProcess(free_port(), tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
@@ -109,8 +114,7 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture
 def own_redis(tmp_path):
-    if not Path(REDIS_SERVER).exists():
-        pytest.skip("redis-server is not installed (make system-packages)")
+    require(REDIS_SERVER)
     server = RedisProcess(free_port(), tmp_path)
     server.start()
     yield server

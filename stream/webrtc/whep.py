@@ -8,7 +8,7 @@ connection POSTs again (the landing page does, or falls back to LL-HLS).
 
 Capacity: at most `max_viewers` sessions per process; beyond, 503 with Retry-After, which the
 landing page takes as "play LL-HLS instead". A session that does not connect within
-CONNECT_TIMEOUT, or whose connection fails (ICE consent expires ~30 s after a viewer vanishes),
+the connect timeout (stream/webrtc/session.py), or whose connection fails (ICE consent expires ~30 s after a viewer vanishes),
 frees its place by itself.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -28,10 +28,10 @@ from launchkit import metrics
 from stream.webrtc.fanout import Fanout, Viewer
 from stream.webrtc.http import CORS_HEADERS, SDP_TYPE, Refusal, SessionResources, read_offer, text_response
 from stream.webrtc.ice import IceSettings, apply_host_addresses, without_mdns_candidates
+from stream.webrtc.session import PeerSession
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 15.0
 STATS_INTERVAL = 5.0
 RETRY_AFTER = 10  # seconds before a refused viewer (now on LL-HLS) may try WebRTC again
 
@@ -47,17 +47,15 @@ def _opus_preferences() -> list[RTCRtpCodecCapability]:
     return [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
 
 
-class WhepSession:
+class WhepSession(PeerSession):
     """One viewer: its peer connection and its place in the fan-out."""
 
-    def __init__(self, session_id: str, pc: RTCPeerConnection, viewer: Viewer, endpoint: WhepEndpoint) -> None:
-        self.id = session_id
-        self.etag = f'"{secrets.token_urlsafe(12)}"'
-        self.pc = pc
+    protocol = "WHEP"
+
+    def __init__(self, session_id: str, pc: RTCPeerConnection, viewer: Viewer,
+                 on_closed: Callable[[WhepSession], None]) -> None:
+        super().__init__(session_id, pc, on_closed)
         self.viewer = viewer
-        self._endpoint = endpoint
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closed = False
 
     async def negotiate(self, offer: str, audio: bool, fanout: Fanout) -> str:
         # Transceivers and their codec preferences come before the offer: aiortc settles each
@@ -72,24 +70,9 @@ class WhepSession:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
-        self.pc.on("connectionstatechange", self._on_connection_state)
-        self._spawn(self._expire_unless_connected())
+        self._watch()
         self._spawn(self._report_stats())
         return self.pc.localDescription.sdp
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _on_connection_state(self) -> None:
-        if self.pc.connectionState in ("failed", "closed"):
-            self._spawn(self.close(f"connection {self.pc.connectionState}"))
-
-    async def _expire_unless_connected(self) -> None:
-        await asyncio.sleep(CONNECT_TIMEOUT)
-        if self.pc.connectionState != "connected":
-            await self.close(f"not connected after {CONNECT_TIMEOUT:g} s")
 
     async def _report_stats(self) -> None:
         """RTT and loss from the viewer's RTCP receiver reports, one sample per sender per interval."""
@@ -105,19 +88,8 @@ class WhepSession:
                         metrics.WEBRTC_FRACTION_LOST.observe(stats.fractionLost / 256 if stats.fractionLost > 1
                                                              else stats.fractionLost)
 
-    async def close(self, why: str) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         self.viewer.close()
-        self._endpoint.forget(self)
-        log.info("WHEP session %s… ended: %s", self.id[:6], why)
-        current = asyncio.current_task()
-        others = [task for task in self._tasks if task is not current]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-        await self.pc.close()
 
 
 class WhepEndpoint(SessionResources[WhepSession]):
@@ -155,7 +127,7 @@ class WhepEndpoint(SessionResources[WhepSession]):
         except Refusal as refusal:
             return _refuse(refusal)
         session = WhepSession(secrets.token_urlsafe(24), RTCPeerConnection(self._ice.rtc_configuration()),
-                              self._fanout.join(), self)
+                              self._fanout.join(), self.forget)
         self._sessions[session.id] = session
         try:
             answer = await session.negotiate(offer, audio, self._fanout)

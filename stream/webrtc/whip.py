@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCRtpReceiver, RTCRtpTransceiver, RTCSessionDescription
@@ -34,12 +34,11 @@ from launchkit.auth import Tokens, bearer_token
 from stream.program import Program, ProgramInput, Role, SlotBusy
 from stream.webrtc.http import CORS_HEADERS, SDP_TYPE, Refusal, SessionResources, read_offer, text_response
 from stream.webrtc.ice import IceSettings, apply_host_addresses, without_mdns_candidates
+from stream.webrtc.session import PeerSession
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = "whip"
-# From the answer to a connected ICE + DTLS: a publisher that never connects frees its slot.
-CONNECT_TIMEOUT = 15.0
 MONITOR_INTERVAL = 1.0
 VIDEO_CODECS = ("video/h264", "video/vp8")  # decoded by aiortc; H.264 is preferred (see _video_preferences)
 AUDIO_CODEC = "audio/opus"
@@ -54,22 +53,18 @@ class OfferSummary:
     setup: str
 
 
-class WhipSession:
+class WhipSession(PeerSession):
     """One publisher: its peer connection, the tasks that move its frames, and its slot."""
+
+    protocol = "WHIP"
 
     def __init__(self, session_id: str, pc: RTCPeerConnection, program_input: ProgramInput,
                  on_closed: Callable[[WhipSession], None]) -> None:
-        self.id = session_id
-        # Identifies the ICE session (RFC 9725 §4.3.1); only an ICE restart would change it.
-        self.etag = f'"{secrets.token_urlsafe(12)}"'
-        self.pc = pc
+        super().__init__(session_id, pc, on_closed)
         self.program_input = program_input
-        self._on_closed = on_closed
         self._loop = asyncio.get_running_loop()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._video: RTCRtpReceiver | None = None
         self._keyframe_pending = False
-        self._closed = False
 
     async def negotiate(self, offer: str, summary: OfferSummary) -> str:
         """Apply the offer and return the non-trickle answer (our candidates included)."""
@@ -89,23 +84,13 @@ class WhipSession:
         return local
 
     def _start(self, video: RTCRtpTransceiver, audio: RTCRtpTransceiver | None) -> None:
-        self.pc.on("connectionstatechange", self._on_connection_state)
+        self._watch()
         self.program_input.request_keyframe = self.request_keyframe
         self._spawn(self._read_video(video.receiver.track))
         if audio is not None:
             self._spawn(self._read_audio(audio.receiver.track))
         self._spawn(self._monitor())
-        self._spawn(self._expire_unless_connected())
         self.request_keyframe()
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _on_connection_state(self) -> None:
-        if self.pc.connectionState in ("failed", "closed"):
-            self._spawn(self.close(f"connection {self.pc.connectionState}"))
 
     async def _read_video(self, track: MediaStreamTrack) -> None:
         while True:
@@ -124,11 +109,6 @@ class WhipSession:
             except MediaStreamError:
                 return
             self.program_input.push_audio(frame)
-
-    async def _expire_unless_connected(self) -> None:
-        await asyncio.sleep(CONNECT_TIMEOUT)
-        if self.pc.connectionState != "connected":
-            await self.close(f"not connected after {CONNECT_TIMEOUT:g} s")
 
     async def _monitor(self) -> None:
         counted = 0
@@ -170,21 +150,9 @@ class WhipSession:
         except ConnectionError:
             pass  # the transport closed meanwhile
 
-    async def close(self, why: str) -> None:
-        """End the session (idempotent): free the slot first, then tear the connection down."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         self.program_input.request_keyframe = None
         self.program_input.release()
-        self._on_closed(self)
-        log.info("WHIP session %s… ended: %s", self.id[:6], why)
-        current = asyncio.current_task()
-        others = [task for task in self._tasks if task is not current]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-        await self.pc.close()
 
 
 class WhipEndpoint(SessionResources[WhipSession]):

@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
-import pytest
 import yaml
 
 from launchkit import catalogue
@@ -30,7 +29,6 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 SCRAPE_SECONDS = 28
 LABELS = {"namespace": "ci", "event": "rehearsal"}
-pytestmark = pytest.mark.skipif(not Path(PROMTOOL).exists(), reason="promtool missing (apt-get install prometheus)")
 
 
 def substitute(expression: str) -> str:

@@ -19,7 +19,7 @@ from launchkit.auth import Tokens
 from launchkit.config import ConfigError
 from stream.program import Program, ProgramInput
 from stream.source import CapturedFrame
-from stream.webrtc import ice, whip
+from stream.webrtc import ice, session, whip
 from stream.webrtc.ice import IceSettings
 from stream.webrtc.whip import WhipEndpoint
 
@@ -386,7 +386,7 @@ async def test_publisher_that_hangs_up_without_delete_frees_the_slot(server, pro
 
 
 async def test_publisher_that_never_connects_frees_the_slot(server, program, publishers, monkeypatch):
-    monkeypatch.setattr(whip, "CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(session, "CONNECT_TIMEOUT", 0.5)
     client, endpoint = server
     response = await client.post("/whip", data=await publishers().offer(), headers=AUTH)
     assert response.status == 201  # the answer is never applied: ICE never starts
