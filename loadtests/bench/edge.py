@@ -112,23 +112,24 @@ def _stat_fields(path: str) -> list[str]:
         return handle.read().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a whole process (all its threads), seconds."""
+def _stat_cpu_seconds(path: str) -> float:
+    """utime + stime from a /proc stat file, seconds (0 once the process is gone)."""
     try:
-        fields = _stat_fields(f"/proc/{pid}/stat")
+        fields = _stat_fields(path)
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a whole process (all its threads), seconds."""
+    return _stat_cpu_seconds(f"/proc/{pid}/stat")
 
 
 def main_thread_cpu_seconds(pid: int) -> float:
     """utime + stime of the thread whose id is the process id: Python's main thread, which runs
     the asyncio event loop of a Launchkit server."""
-    try:
-        fields = _stat_fields(f"/proc/{pid}/task/{pid}/stat")
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return _stat_cpu_seconds(f"/proc/{pid}/task/{pid}/stat")
 
 
 def rss_bytes(pid: int) -> int:

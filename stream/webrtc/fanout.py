@@ -100,6 +100,8 @@ class Viewer:
         self._fanout = fanout
         self._queues: dict[str, deque[RtpFrame]] = {"video": deque(), "audio": deque()}
         self._ready = {"video": asyncio.Event(), "audio": asyncio.Event()}
+        # Label lookups are a dict search each: done once per viewer, not once per frame.
+        self._frames_sent = {kind: metrics.WEBRTC_FRAMES_SENT.labels(kind) for kind in self._queues}
         self.waiting_for_keyframe = True
         self.started = False  # had a keyframe: frames skipped from now on are losses, not a late join
         self.closed = False
@@ -154,7 +156,7 @@ class Viewer:
         if kind == "video":
             self.frames_sent += 1
         self.bytes_sent += frame.size
-        metrics.WEBRTC_FRAMES_SENT.labels(kind).inc()
+        self._frames_sent[kind].inc()
         metrics.WEBRTC_BYTES_SENT.inc(frame.size)
         return frame
 
@@ -182,7 +184,6 @@ class Fanout:
         self._subscription: Subscription | None = None
         self._last_keyframe_request = -float("inf")
         self._pending_request: asyncio.TimerHandle | None = None
-        self.frames_in = 0
         self.keyframes_asked = 0
         self.keyframes_requested = 0
 
@@ -202,8 +203,9 @@ class Fanout:
         return len(self._viewers)
 
     def on_packet(self, packet: EncodedPacket) -> None:
+        if not self._viewers:
+            return  # nobody watches: no packetizing on every frame of an idle server
         frame = packetize(packet)
-        self.frames_in += frame.kind == "video"
         for viewer in self._viewers:
             viewer.offer(frame)
 
