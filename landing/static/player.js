@@ -212,7 +212,6 @@
   // WebRTC did not work out: LL-HLS instead, without an error on screen.
   function fallBack(reason, retryMs) {
     state.warnings.push({ type: "webrtc", details: reason, fatal: false, at: Date.now() });
-    state.fallbacks = (state.fallbacks || 0) + 1;
     webrtcBlockedUntil = Date.now() + Math.max(WEBRTC_RETRY_MS, retryMs || 0);
     const hls = lastStatus && lastStatus.recommended.url;
     detach();
@@ -308,8 +307,8 @@
   function choose(status) {
     const hls = status.recommended.url;
     const whep = status.webrtc && status.webrtc.url;
-    if (state.url && whep && state.url === whep && status.event.state === "live" && hls) return whep;
-    if (state.url && state.url === hls) return hls;
+    if (whep && state.url === whep && status.event.state === "live" && hls) return whep;
+    if (hls && state.url === hls) return hls;
     return whep && webRtcOffered(status) ? whep : hls;
   }
 

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCRtpSender, RTCSessionDescription
@@ -98,7 +97,7 @@ class WhepEndpoint(SessionResources[WhepSession]):
     protocol = "WHEP"
 
     def __init__(self, fanout: Fanout, ice: IceSettings, max_viewers: int,
-                 live: Any = lambda: True) -> None:
+                 live: Callable[[], bool] = lambda: True) -> None:
         super().__init__()
         self._fanout = fanout
         self._ice = ice
