@@ -83,9 +83,8 @@ class WhepSession(PeerSession):
                         continue
                     if stats.roundTripTime is not None:
                         metrics.WEBRTC_RTT.observe(stats.roundTripTime)
-                    if stats.fractionLost is not None:
-                        metrics.WEBRTC_FRACTION_LOST.observe(stats.fractionLost / 256 if stats.fractionLost > 1
-                                                             else stats.fractionLost)
+                    if stats.fractionLost is not None:  # aiortc passes the report's 8-bit fixed-point value
+                        metrics.WEBRTC_FRACTION_LOST.observe(stats.fractionLost / 256)
 
     def _release(self) -> None:
         self.viewer.close()
