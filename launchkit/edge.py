@@ -300,7 +300,7 @@ class Edge:
     def status(self) -> dict:
         data = dict(self.origin_status.data or _fallback_status())  # top-level keys replaced, never mutated
         health = self.upstream.health
-        data["viewers"] = self.viewers()
+        data["viewers"] = self.viewers() + (self.webrtc.whep.sessions if self.webrtc else 0)
         data["capacity"] = self.capacity()
         data["webrtc"] = self.webrtc.status() if self.webrtc else {"available": False, "url": None}
         if self.edges is not None and isinstance(data.get("recommended"), dict):

@@ -61,7 +61,8 @@ class StatusHandlers:
             },
             "webrtc": services.webrtc.status() if services.webrtc else {"available": False, "url": None},
             "replay": {"available": replay, "url": REPLAY_URL if replay else None},
-            "viewers": services.hls.viewers(),
+            # HLS viewers (estimated from segment requests) plus WebRTC viewers (sessions).
+            "viewers": services.hls.viewers() + (services.webrtc.whep.sessions if services.webrtc else 0),
             "capacity": services.admission.status(),
             "recommended": {**_recommended(live, replay), **_edges(services.admission.edges())},
         }

@@ -79,6 +79,8 @@ async def whep_fanout(viewers: str = "30", seconds: str = "30") -> dict[str, Any
             async def sample() -> None:
                 await asyncio.sleep(duration / 2)
                 edge_metrics, origin_metrics = await _metrics(edge.url), await _metrics(origin.url)
+                async with session.get(edge.url + "/api/status") as response:
+                    during["status_viewers"] = (await response.json())["viewers"]
                 during.update(edge_viewers=edge_metrics[("launchkit_webrtc_viewers", ())],
                               origin_viewers=origin_metrics[("launchkit_webrtc_viewers", ())],
                               origin_feeds=origin_metrics[("launchkit_webrtc_feed_downstreams", ())])
