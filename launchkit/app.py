@@ -12,16 +12,18 @@ from pathlib import Path
 from aiohttp import web
 
 from landing.app import LandingPage
-from launchkit import middleware
 from launchkit.admission import Admission, admission_secrets
 from launchkit.admission.settings import from_options as admission_settings
-from launchkit.auth import Tokens
+from launchkit.auth import FailedCredentials, Tokens
 from launchkit.config import Config
 from launchkit.event import EventStore, State
 from launchkit.ops import OpsConsole
 from launchkit.qoe import QoeBeacons
 from launchkit.status import StatusHandlers
 from launchkit.wall.service import Wall, WallSettings
+from launchkit.web import middleware
+from launchkit.web.clients import TrustedProxies
+from launchkit.web.credentials import edge_credential
 from stream.encoder import AudioSettings
 from stream.ingest.rtmp import RtmpIngest
 from stream.ingest.srt import SrtIngest
@@ -75,6 +77,7 @@ class Services:
     events: EventStore
     recorder: Recorder | None
     admission: Admission
+    failures: FailedCredentials
     srt: SrtIngest | None = None
     rtmp: RtmpIngest | None = None
     webrtc: WebRtcViewing | None = None
@@ -116,10 +119,11 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
     if config.backup_source:
         pipeline.add_local_source(local_source(config.backup_source, config), "backup")
     events = EventStore.open(config.data_dir, config.start_at, live=config.role == "demo")
+    failures = FailedCredentials()  # one per process: guesses at every credential add up
     recorder = Recorder(config.data_dir / "recording") if config.data_dir else None
     srt = (SrtIngest(pipeline.program, tokens.publish, config.host, config.srt_port)
            if config.srt_port is not None else None)
-    rtmp = (RtmpIngest(pipeline.program, tokens, config.host, config.rtmp_port)
+    rtmp = (RtmpIngest(pipeline.program, tokens, config.host, config.rtmp_port, failures)
             if config.rtmp_port is not None else None)
     top = config.ladder[0]
     admission = Admission(
@@ -131,9 +135,10 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
     if pipeline.webrtc_bus is not None and pipeline.ladder.webrtc_encoder is not None:
         webrtc = WebRtcViewing(pipeline.webrtc_bus, pipeline.ladder.webrtc_encoder.request_keyframe, ice,
                                max_viewers=config.max_webrtc_viewers,
-                               live=lambda: events.event.state is State.LIVE and pipeline.hls.is_live())
-    services = Services(config, tokens, pipeline, events, recorder, admission, srt, rtmp, webrtc)
-    whip = WhipEndpoint(pipeline.program, tokens, ice)
+                               live=lambda: events.event.state is State.LIVE and pipeline.hls.is_live(),
+                               authorize_feed=edge_credential(tokens, failures))
+    services = Services(config, tokens, pipeline, events, recorder, admission, failures, srt, rtmp, webrtc)
+    whip = WhipEndpoint(pipeline.program, tokens, ice, failures)
     services.ops = OpsConsole(services)
     services.hls = HlsHandlers(
         pipeline.hls, lambda request: events.event.state is State.LIVE or services.ops.is_operator(request)
@@ -146,7 +151,8 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
     landing = LandingPage(config, status, wall=True)
     wall = _wall(config, tokens, services)
 
-    app = web.Application(middlewares=[middleware.observe], client_max_size=64 * 1024)
+    trusted = TrustedProxies(config.trusted_proxies)
+    app = web.Application(middlewares=[trusted.middleware, middleware.observe], client_max_size=64 * 1024)
     app[SERVICES] = services
     admission.setup(app)
     app.add_routes(admission.routes())

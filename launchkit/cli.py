@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from typing import Any, NoReturn, Sequence
 
 from launchkit import __version__, control, plan
-from launchkit.auth import MAX_TOKEN_LENGTH, MIN_TOKEN_LENGTH, Tokens
+from launchkit.auth import TokenError, Tokens
 from launchkit.config import (
     DEMO_OPTIONS,
     EDGE_ONLY_OPTIONS,
@@ -72,7 +71,6 @@ ROLES = {
              "A stateless edge: serves the landing page and relays /hls and /replay from the origin (or another "
              "edge) with request coalescing, so the origin's load grows with the number of edges, not viewers."),
 }
-_TOKEN = re.compile(r"^[A-Za-z0-9._~-]+$")
 
 
 def build_parser(from_env: dict[str, Any]) -> argparse.ArgumentParser:
@@ -93,16 +91,10 @@ def build_parser(from_env: dict[str, Any]) -> argparse.ArgumentParser:
 
 
 def tokens_from_env(environ: dict[str, str] | os._Environ[str]) -> Tokens:
-    values = {}
-    for name in ("PUBLISH_TOKEN", "OPS_TOKEN"):
-        value = environ.get(f"LAUNCHKIT_{name}") or None
-        if value is not None and not (MIN_TOKEN_LENGTH <= len(value) <= MAX_TOKEN_LENGTH and _TOKEN.match(value)):
-            raise ConfigError(
-                f"LAUNCHKIT_{name}: use {MIN_TOKEN_LENGTH}–{MAX_TOKEN_LENGTH} characters from A–Z a–z 0–9 . _ ~ - "
-                "(it goes into RTMP/SRT URLs)"
-            )
-        values[name] = value
-    return Tokens.from_values(values["PUBLISH_TOKEN"], values["OPS_TOKEN"])
+    try:
+        return Tokens.from_env(environ)
+    except TokenError as error:
+        raise ConfigError(str(error)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

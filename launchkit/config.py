@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from landing.agenda import Agenda
+from launchkit.web.clients import Network, parse_networks
 from stream.ladder import DEFAULT_LADDER, Rendition
 from stream.packager.hls import part_frames
 from stream.relay.upstream import parse_origin_url
@@ -186,11 +187,21 @@ def _show_port(port: int | None) -> str:
     return "off" if port is None else str(port)
 
 
+def _networks(text: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(text)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 SERVER_OPTIONS = (
     Option("host", _host, "127.0.0.1", "address to listen on", "ADDR"),
     Option("port", _bounded_int(0, 65535), 8080, "HTTP port (0 picks a free one)", "PORT"),
     Option("log-level", _choice("debug", "info", "warning", "error"), "info", "log verbosity: debug, info, warning, error", "LEVEL"),
     Option("access-log", _flag, False, "log every HTTP request", is_flag=True),
+    Option("trusted-proxies", _networks, (), "proxies (CIDRs or addresses, separated by commas) whose "
+           "X-Forwarded-For and X-Forwarded-Proto are believed: the ingress controller, load balancer or CDN in "
+           "front", "CIDRS", show=lambda networks: ",".join(map(str, networks)) or "none"),
 )
 
 _WEBRTC_RENDITION = re.compile(r"^(\d{2,4})x(\d{2,4}):(\d{2,5})$")
@@ -426,6 +437,7 @@ class Config:
     port: int
     log_level: str
     access_log: bool
+    trusted_proxies: tuple[Network, ...]
     title: str
     description: str
     ladder: tuple[Rendition, ...]

@@ -51,13 +51,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from landing.agenda import Agenda
 from landing.app import LandingPage
-from launchkit import metrics, middleware
+from launchkit import metrics
 from launchkit.admission import Admission, admission_secrets
 from launchkit.admission.settings import from_options as admission_settings
 from launchkit.admission.tickets import SECRET_ENV
+from launchkit.auth import ENV as TOKEN_ENV
+from launchkit.auth import FailedCredentials, Tokens
 from launchkit.config import ConfigError, captions_url, language_tag
 from launchkit.qoe import QoeBeacons
 from launchkit.wall.service import Wall, WallSettings
+from launchkit.web import middleware
+from launchkit.web.clients import Network, TrustedProxies, parse_networks
+from launchkit.web.credentials import edge_credential, require_bearer
 from stream.bus import PacketBus
 from stream.packager.http import RequestRate
 from stream.relay.cache import ObjectCache
@@ -104,6 +109,7 @@ class EdgeSettings:
     advertise_url: str = ""
     log_level: str = "info"
     access_log: bool = False
+    trusted_proxies: tuple[Network, ...] = ()
     frame_ancestors: str = "*"
     wall_posts_per_minute: float = 6.0
     wall_burst: int = 3
@@ -253,8 +259,10 @@ class Edge:
     """Everything one edge process runs, built once per app."""
 
     def __init__(self, settings: EdgeSettings, capacity: CapacityHook | None = None,
-                 edges: EdgesHook | None = None) -> None:
+                 edges: EdgesHook | None = None, tokens: Tokens | None = None) -> None:
         self.settings = settings
+        self.tokens = tokens or Tokens.from_env(os.environ)
+        self.failures = FailedCredentials()
         self.edge_id = settings.edge_id or default_edge_id()
         max_object = settings.max_object_mb * MB
         self.upstream = Upstream(settings.origin, edge_id=self.edge_id, timeout=settings.upstream_timeout,
@@ -270,9 +278,10 @@ class Edge:
         self.webrtc: WebRtcViewing | None = None
         if settings.max_webrtc_viewers > 0:
             bus = PacketBus()
-            self.feed = FeedClient(settings.origin, bus, user_agent=f"launchkit-edge ({self.edge_id})")
+            self.feed = FeedClient(settings.origin, bus, self.tokens.edge, user_agent=f"launchkit-edge ({self.edge_id})")
             self.webrtc = WebRtcViewing(bus, self.feed.request_keyframe, IceSettings.from_env(),
-                                        max_viewers=settings.max_webrtc_viewers, live=lambda: self.feed.connected)
+                                        max_viewers=settings.max_webrtc_viewers, live=self._origin_live,
+                                        authorize_feed=edge_credential(self.tokens, self.failures))
         self.draining = False
         self._segment_requests = RequestRate(8)
         self._tasks: list[asyncio.Task] = []
@@ -285,6 +294,12 @@ class Edge:
             self._segment_requests.add()
         elif kind == "part" and self.relay.part_target:  # an LL-HLS viewer: parts, as their share of a segment
             self._segment_requests.add(self.relay.part_target / self.relay.target_duration)
+
+    def _origin_live(self) -> bool:
+        """WebRTC flows only while the feed is up and the origin says the event is live (the feed
+        carries nothing before that either: the origin holds it back)."""
+        stream = (self.origin_status.data or {}).get("stream")
+        return self.feed is not None and self.feed.connected and isinstance(stream, dict) and stream.get("live") is True
 
     def viewers(self) -> int:
         """Viewers this edge serves: live segment requests (parts as their share) per segment
@@ -356,6 +371,8 @@ class Edge:
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
+        await require_bearer(request, self.failures, "metrics", self.tokens.is_metrics, "launchkit-metrics",
+                             "the metrics token (LAUNCHKIT_METRICS_TOKEN)")
         self.relay.update_gauges()
         return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST,
                                                         "Cache-Control": "no-store"})
@@ -416,14 +433,14 @@ EDGE = web.AppKey("edge", Edge)
 
 
 def create_edge_app(settings: EdgeSettings, *, capacity: CapacityHook | None = None,
-                    edges: EdgesHook | None = None) -> web.Application:
+                    edges: EdgesHook | None = None, tokens: Tokens | None = None) -> web.Application:
     """The edge's app. Admission mounts itself on it before it starts:
 
         app = create_edge_app(settings, capacity=admission.status, edges=admission.edges)
         admission.setup(app)
         app.add_routes(admission.routes())
     """
-    edge = Edge(settings, capacity, edges)
+    edge = Edge(settings, capacity, edges, tokens)
     landing = LandingPage(_PageText(edge.origin_status, settings.frame_ancestors), edge, wall=bool(settings.redis))
 
     @web.middleware
@@ -445,7 +462,8 @@ def create_edge_app(settings: EdgeSettings, *, capacity: CapacityHook | None = N
             response.force_close()
             response.headers["Connection"] = "close"  # headers are computed before this hook runs
 
-    app = web.Application(middlewares=[middleware.observe, loop_guard], client_max_size=1024)
+    trusted = TrustedProxies(settings.trusted_proxies)
+    app = web.Application(middlewares=[trusted.middleware, middleware.observe, loop_guard], client_max_size=1024)
     app[EDGE] = edge
     landing.setup(app)
     app.on_response_prepare.append(middleware.count_response_bytes)
@@ -470,21 +488,37 @@ def create_edge_app(settings: EdgeSettings, *, capacity: CapacityHook | None = N
 # --- processes ------------------------------------------------------------------------------
 
 def run_edge(settings: EdgeSettings) -> int:
-    if not os.environ.get(SECRET_ENV) and not os.environ.get("LAUNCHKIT_OPS_TOKEN"):
-        # Workers inherit the environment: one key per run at least signs tickets alike across them.
-        # Several edges need LAUNCHKIT_ADMISSION_SECRET (or the ops token) set to honour each other's.
-        os.environ[SECRET_ENV] = secrets.token_urlsafe(32)
     """Serve until drained; returns the exit status. Raises launchkit.server.ListenError when the
     address cannot be bound (nothing started)."""
     # Imported here: launchkit.server pulls in the origin's media stack, which workers never need.
     from launchkit.server import listen
 
+    generated = _settle_secrets(os.environ)
     if settings.workers == 1:
         sock = listen(settings.host, settings.port)
         port = sock.getsockname()[1]
         settings = replace(settings, port=port, edge_id=settings.edge_id or default_edge_id(port))
-        return asyncio.run(_serve(settings, sock, supervised=False, on_listening=lambda: _announce(settings)))
-    return _Supervisor(settings).run()
+        return asyncio.run(_serve(settings, sock, supervised=False,
+                                  on_listening=lambda: _announce(settings, generated)))
+    return _Supervisor(settings, generated).run()
+
+
+def _settle_secrets(environ: os._Environ[str]) -> dict[str, str]:
+    """Secrets this edge makes up when unset, put in the environment so every worker shares them
+    (an environment is readable by the same user only; a command line by everyone). Returns those
+    worth printing."""
+    if not environ.get(SECRET_ENV) and not environ.get(TOKEN_ENV["ops"]):
+        # One key per run at least signs tickets alike across workers. Several edges need
+        # LAUNCHKIT_ADMISSION_SECRET (or the ops token) set to honour each other's.
+        environ[SECRET_ENV] = secrets.token_urlsafe(32)
+    tokens = Tokens.from_env(environ)
+    for name in ("edge", "metrics"):
+        if name in tokens.generated:
+            environ[TOKEN_ENV[name]] = getattr(tokens, name)
+    if "edge" in tokens.generated:
+        log.warning("neither %s nor %s is set: the origin will refuse this edge's WebRTC feed (WHEP viewers get "
+                    "LL-HLS); set one of them to the origin's", TOKEN_ENV["edge"], TOKEN_ENV["ops"])
+    return {"metrics token": tokens.metrics} if "metrics" in tokens.generated else {}
 
 
 async def _serve(settings: EdgeSettings, sock: socket.socket, *, supervised: bool,
@@ -578,7 +612,7 @@ def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _announce(settings: EdgeSettings) -> None:
+def _announce(settings: EdgeSettings, generated: dict[str, str]) -> None:
     base = f"http://{_authority(_advertised(settings.host), settings.port)}"
     workers = (f"{settings.workers} processes on one port (SO_REUSEPORT)" if settings.workers > 1
                else "1 process")
@@ -591,6 +625,8 @@ def _announce(settings: EdgeSettings) -> None:
         f"  origin            {settings.origin}",
         f"  edge id           {settings.edge_id}",
         f"  workers           {workers}, cache {settings.cache_mb} MB each",
+        *(f"  {name} (generated for this run; set {TOKEN_ENV['metrics']} to fix it): {value}"
+          for name, value in generated.items()),
     ]))
 
 
@@ -604,10 +640,22 @@ def _reuseport_listen(host: str, port: int) -> socket.socket:
 _WORKER_ENTRY = "import sys; from launchkit.edge import _worker_main; _worker_main(*sys.argv[1:])"
 
 
-def _worker_main(settings_json: str, index: str, ready_fd: str) -> None:
-    """Entry point of a worker process: listen with SO_REUSEPORT, tell the supervisor, serve."""
+def _settings_json(settings: EdgeSettings) -> bytes:
+    return json.dumps(asdict(settings), default=str).encode()
+
+
+def _settings_from_json(text: str | bytes) -> EdgeSettings:
+    values = json.loads(text)
+    values["trusted_proxies"] = parse_networks(",".join(values.get("trusted_proxies") or ()))
+    return EdgeSettings(**values)
+
+
+def _worker_main(index: str, ready_fd: str) -> None:
+    """Entry point of a worker process: read the settings (stdin: settings may hold secrets such as a
+    Redis password, and a command line is visible to every user), listen with SO_REUSEPORT, tell the
+    supervisor, serve."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the supervisor, who decides
-    settings = EdgeSettings(**json.loads(settings_json))
+    settings = _settings_from_json(sys.stdin.buffer.read())
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)-7s %(name)s [worker {index}]: %(message)s")
     channel = os.fdopen(int(ready_fd), "w")
@@ -630,8 +678,9 @@ def _worker_main(settings_json: str, index: str, ready_fd: str) -> None:
 class _Supervisor:
     """The parent of N workers: holds the port, restarts crashed workers, forwards signals, cleans up."""
 
-    def __init__(self, settings: EdgeSettings) -> None:
+    def __init__(self, settings: EdgeSettings, generated: dict[str, str]) -> None:
         self.settings = settings
+        self._generated = generated
         self._signals: list[int] = []
         self._workers: dict[int, subprocess.Popen] = {}  # index -> process
         self._restarts: list[float] = []
@@ -662,7 +711,7 @@ class _Supervisor:
             if failure:
                 log.error("%s", failure)
                 raise ListenError(failure)
-            _announce(self.settings)
+            _announce(self.settings, self._generated)
             return self._supervise()
         finally:
             self._stop_all(SHUTDOWN_GRACE + 2)
@@ -677,12 +726,15 @@ class _Supervisor:
         # prometheus_client picks multiprocess mode from this variable when the worker imports it.
         environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir}
         try:
-            self._workers[index] = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_ENTRY, json.dumps(asdict(self.settings)), str(index), str(write_fd)],
-                pass_fds=(write_fd,), env=environment, stdin=subprocess.DEVNULL,
+            process = self._workers[index] = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_ENTRY, str(index), str(write_fd)],
+                pass_fds=(write_fd,), env=environment, stdin=subprocess.PIPE,
             )
         finally:
             os.close(write_fd)
+        assert process.stdin is not None
+        with process.stdin:
+            process.stdin.write(_settings_json(self.settings))
         return read_fd
 
     def _start_all(self) -> str | None:

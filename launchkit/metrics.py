@@ -52,6 +52,25 @@ INGEST_REJECTED = Counter(
     "launchkit_ingest_rejected", "Publisher attempts refused before any media was accepted",
     ["protocol", "reason"],  # reason: bad_key, busy, bad_request, unsupported
 )
+CREDENTIALS = ("publish", "ops", "edge", "metrics")
+AUTH_FAILURES = Counter(
+    "launchkit_auth_failures", "Credentials presented and refused (each answered after a delay)", ["credential"]
+)
+AUTH_LOCKED_OUT = Counter(
+    "launchkit_auth_locked_out", "Attempts refused unread because the client failed too often (429)", ["credential"]
+)
+RECORDER_UP = Gauge(
+    "launchkit_recorder_up", "1 while the recorder writes every segment it is given, 0 while writes fail"
+)
+RECORDER_WRITE_ERRORS = Counter(
+    "launchkit_recorder_write_errors", "Segment writes that failed", ["reason"]  # reason: no_space, io_error
+)
+RECORDER_SEGMENTS_LOST = Counter(
+    "launchkit_recorder_segments_lost", "Segments left out of the recording (write failures, backlog over its bound)"
+)
+RECORDER_BACKLOG_BYTES = Gauge(
+    "launchkit_recorder_backlog_bytes", "Bytes of segments waiting to be written (bounded)"
+)
 INGEST_BYTES = Counter(
     "launchkit_ingest_bytes", "Bytes received from publishers (rate() gives the ingest bitrate)", ["role"]
 )
@@ -179,7 +198,7 @@ ADMISSION_REDIS_UP = Gauge(
 
 # WebRTC viewers (WHEP): one encoded rendition fanned out (stream/webrtc/fanout.py).
 KEYFRAME_REASONS = ("new viewer", "picture loss", "slow viewer", "downstream edge")
-WHEP_REFUSALS = ("capacity", "bad_request", "unsupported", "not_live")
+WHEP_REFUSALS = ("capacity", "pending", "bad_request", "unsupported", "not_live")
 
 WEBRTC_VIEWERS = Gauge(
     "launchkit_webrtc_viewers", "WHEP viewers being sent media by this server", multiprocess_mode="livesum",
@@ -228,6 +247,12 @@ WEBRTC_FEED_CONNECTED = Gauge(
 )
 
 
+def init_auth_labels() -> None:
+    for credential in CREDENTIALS:
+        AUTH_FAILURES.labels(credential)
+        AUTH_LOCKED_OUT.labels(credential)
+
+
 def init_admission_labels() -> None:
     """Create every bounded label combination up front, so dashboards see zeros, not gaps."""
     for scope in SCOPES:
@@ -256,7 +281,7 @@ def init_webrtc_labels() -> None:
 WALL_STATES = ("pending", "approved", "rejected", "pinned", "answered")
 WALL_CONNECTORS = ("mastodon", "rss")
 WALL_CONNECTOR_REASONS = ("rate_limited", "server_error", "client_error", "timeout", "unreachable", "too_large",
-                          "malformed", "internal")
+                          "malformed", "redirect", "internal")
 WALL_REFUSALS = ("too_large", "malformed", "invalid", "rate_limited", "bad_signature", "stale", "replay",
                  "unavailable")
 

@@ -2,16 +2,14 @@
 event's state controls, and the publish URLs to copy.
 
 Operators authenticate with the ops token: as `Authorization: Bearer` (CLI, scripts) or once
-through the login form, which sets an HttpOnly, SameSite=Strict cookie holding an HMAC of the
-token (never the token itself). State changes require a JSON body, which a cross-site form
-cannot send, so the cookie cannot be ridden by another site.
+through the login form, which opens a server-side session (launchkit/sessions.py: expiring,
+revoked by signing out, HttpOnly, SameSite=Strict, Secure over HTTPS). State changes require a
+JSON body, which a cross-site form cannot send, so the cookie cannot be ridden by another site.
+Failed tokens are answered late and repeated ones locked out (launchkit/auth.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -20,6 +18,10 @@ from aiohttp import web
 
 from launchkit.auth import bearer_token
 from launchkit.event import TRANSITIONS, TransitionError
+from launchkit.sessions import LIFETIME, OpsSessions
+from launchkit.web.body import read_json
+from launchkit.web.credentials import require_bearer
+from launchkit.web.refusal import Refusal
 
 if TYPE_CHECKING:
     from launchkit.app import Services
@@ -31,20 +33,20 @@ MAX_BODY = 4096
 class OpsConsole:
     def __init__(self, services: Services) -> None:
         self._services = services
-        self._session = hmac.new(services.tokens.ops.encode(), b"launchkit ops session", hashlib.sha256).hexdigest()
+        data_dir = services.config.data_dir
+        self.sessions = OpsSessions(services.tokens.ops, data_dir / "ops_sessions.sqlite3" if data_dir else None)
 
     def is_operator(self, request: web.Request) -> bool:
-        if self._services.tokens.is_ops(bearer_token(request.headers.get("Authorization"))):
-            return True
-        cookie = request.cookies.get(COOKIE, "")
-        return hmac.compare_digest(cookie.encode(), self._session.encode())
+        """Whether `request` comes from an operator (no failure is counted: also asked of viewers' requests)."""
+        return (self._services.tokens.is_ops(bearer_token(request.headers.get("Authorization")))
+                or self.sessions.valid(request.cookies.get(COOKIE)))
 
-    def _require(self, request: web.Request) -> None:
-        if not self.is_operator(request):
-            raise web.HTTPUnauthorized(
-                text="ops token required (Authorization: Bearer <LAUNCHKIT_OPS_TOKEN>)",
-                headers={"WWW-Authenticate": 'Bearer realm="launchkit-ops"', "Cache-Control": "no-store"},
-            )
+    async def require(self, request: web.Request) -> None:
+        """Raises the 401 (after the failure delay) or 429 (locked out) unless an operator asks."""
+        if self.sessions.valid(request.cookies.get(COOKIE)):
+            return
+        await require_bearer(request, self._services.failures, "ops", self._services.tokens.is_ops, "launchkit-ops",
+                             "the ops token (LAUNCHKIT_OPS_TOKEN)")
 
     async def console(self, request: web.Request) -> web.Response:
         template = "ops.html" if self.is_operator(request) else "ops_login.html"
@@ -53,25 +55,35 @@ class OpsConsole:
         return response
 
     async def login(self, request: web.Request) -> web.Response:
+        failures = self._services.failures
+        wait = failures.locked_out(request.remote, "ops")
+        if wait:
+            return self._login_page(request, f"Too many failed attempts: try again in {wait} s.", 429,
+                                    {"Retry-After": str(wait)})
         form = await request.post()
         if not self._services.tokens.is_ops(str(form.get("token", ""))):
-            response = aiohttp_jinja2.render_template(
-                "ops_login.html", request, {"title": self._services.config.title, "error": "That is not the ops token."},
-                status=401,
-            )
-            response.headers["Cache-Control"] = "no-store"
-            return response
+            await failures.failed(request.remote, "ops")
+            return self._login_page(request, "That is not the ops token.", 401)
         redirect = web.HTTPSeeOther("/ops")
-        redirect.set_cookie(COOKIE, self._session, httponly=True, samesite="Strict", secure=request.secure, path="/")
+        redirect.set_cookie(COOKIE, await self.sessions.open(), httponly=True, samesite="Strict",
+                            secure=request.secure, path="/", max_age=int(LIFETIME))
         raise redirect
 
+    def _login_page(self, request: web.Request, error: str, status: int,
+                    headers: dict[str, str] | None = None) -> web.Response:
+        response = aiohttp_jinja2.render_template(
+            "ops_login.html", request, {"title": self._services.config.title, "error": error}, status=status)
+        response.headers.update({"Cache-Control": "no-store", **(headers or {})})
+        return response
+
     async def logout(self, request: web.Request) -> web.Response:
+        await self.sessions.close(request.cookies.get(COOKIE))
         redirect = web.HTTPSeeOther("/ops")
         redirect.del_cookie(COOKIE, path="/")
         raise redirect
 
     async def publish_page(self, request: web.Request) -> web.Response:
-        self._require(request)
+        await self.require(request)
         response = aiohttp_jinja2.render_template(
             "publish.html", request, {"whip_url": "/whip", "token": self._services.tokens.publish},
         )
@@ -79,7 +91,7 @@ class OpsConsole:
         return response
 
     async def api_status(self, request: web.Request) -> web.Response:
-        self._require(request)
+        await self.require(request)
         return web.json_response(self.status(request), headers={"Cache-Control": "no-store"})
 
     def status(self, request: web.Request) -> dict:
@@ -100,37 +112,26 @@ class OpsConsole:
         }
 
     async def api_event(self, request: web.Request) -> web.Response:
-        self._require(request)
-        if request.content_type != "application/json":
-            raise web.HTTPUnsupportedMediaType(text="send JSON: {\"action\": \"schedule\"|\"live\"|\"end\", \"start_at\"?: ISO 8601}")
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-        body = await request.read()
-        if len(body) > MAX_BODY:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(body))
-        action, start_at = _parse_event_request(body)
+        await self.require(request)
+        action, start_at = _parse_event_request(await read_json(request, MAX_BODY))
         try:
             event = await self._services.events.apply(action, start_at)
         except TransitionError as error:
-            raise web.HTTPConflict(text=str(error)) from None
+            raise Refusal(409, str(error), "conflict") from None
         await self._services.on_event_changed()
         return web.json_response(event.to_json())
 
 
-def _parse_event_request(body: bytes) -> tuple[str, datetime | None]:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text="the body is not valid JSON") from None
+def _parse_event_request(data: object) -> tuple[str, datetime | None]:
     if not isinstance(data, dict) or data.get("action") not in TRANSITIONS:
-        raise web.HTTPBadRequest(text='expected {"action": "schedule"|"live"|"end"}')
+        raise Refusal(400, 'expected {"action": "schedule"|"live"|"end"}')
     start_at = data.get("start_at")
     if start_at is None:
         return data["action"], None
     try:
         parsed = datetime.fromisoformat(str(start_at).replace("Z", "+00:00"))
     except ValueError:
-        raise web.HTTPBadRequest(text="start_at must be an ISO 8601 time with a UTC offset") from None
+        raise Refusal(400, "start_at must be an ISO 8601 time with a UTC offset") from None
     if parsed.tzinfo is None:
-        raise web.HTTPBadRequest(text="start_at needs a UTC offset (e.g. 2026-12-01T14:00:00+01:00)")
+        raise Refusal(400, "start_at needs a UTC offset (e.g. 2026-12-01T14:00:00+01:00)")
     return data["action"], parsed

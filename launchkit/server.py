@@ -15,6 +15,7 @@ import socket
 from aiohttp import web
 
 from launchkit.app import create_app
+from launchkit.auth import ENV as TOKEN_ENV
 from launchkit.auth import Tokens
 from launchkit.config import Config
 from stream.webrtc.ice import IceSettings
@@ -89,10 +90,8 @@ def _announce(config: Config, tokens: Tokens, port: int) -> None:
         lines.append(f"  SRT ingest        srt://{_authority(config.advertised_host, config.srt_port)}"
                      "?passphrase=<publish token>")
     if tokens.generated:
-        # Printed once so a newcomer can use the console; production sets both variables.
-        lines += [
-            "  tokens were generated for this run (set LAUNCHKIT_PUBLISH_TOKEN and LAUNCHKIT_OPS_TOKEN to fix them):",
-            f"    publish token   {tokens.publish}",
-            f"    ops token       {tokens.ops}",
-        ]
+        # Printed once so a newcomer can use the console; production sets the variables. Only the
+        # generated ones: a token from the environment is never written to a log.
+        lines.append("  tokens generated for this run (set the variables to fix them):")
+        lines += [f"    {name + ' token':<15} {getattr(tokens, name)}  ({TOKEN_ENV[name]})" for name in tokens.generated]
     log.info("\n".join(lines))

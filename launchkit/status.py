@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from launchkit import metrics
 from launchkit.event import State
+from launchkit.web.credentials import require_bearer
 
 if TYPE_CHECKING:
     from launchkit.app import Services
@@ -82,6 +83,9 @@ class StatusHandlers:
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
+        services = self._services
+        await require_bearer(request, services.failures, "metrics", services.tokens.is_metrics, "launchkit-metrics",
+                             "the metrics token (LAUNCHKIT_METRICS_TOKEN) or the ops token")
         self.media_flowing()
         return web.Response(body=generate_latest(REGISTRY),
                             headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})

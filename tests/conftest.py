@@ -28,6 +28,13 @@ REDIS_SERVER = "/usr/bin/redis-server"
 os.environ["LAUNCHKIT_ICE_ADDRESSES"] = "127.0.0.1"
 os.environ["LAUNCHKIT_MAX_WEBRTC_VIEWERS"] = "0"
 os.environ["LAUNCHKIT_WEBRTC"] = "off"  # nor encode the WebRTC rendition: its CPU would slow every other test
+# Every server a test starts shares these credentials: edges reach their origin's WebRTC feed, tests
+# (and Prometheus in tests/k8s) read /metrics with the metrics token, as a deployment would.
+EDGE_TOKEN = "tests-edge-token-4f9c2a7b1e8d"
+METRICS_TOKEN = "tests-metrics-token-7d3e9b2c5a1f"
+os.environ["LAUNCHKIT_EDGE_TOKEN"] = EDGE_TOKEN
+os.environ["LAUNCHKIT_METRICS_TOKEN"] = METRICS_TOKEN
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 @pytest.fixture(scope="session")
@@ -39,12 +46,17 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
         running.stop()
 
 
-def fetch(url: str, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
+def fetch(url: str, timeout: float = 5, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
+
+
+def fetch_metrics(base_url: str, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
+    """`GET /metrics` as Prometheus does it: with the metrics token."""
+    return fetch(base_url + "/metrics", timeout, METRICS_AUTH)
 
 
 async def raw_get(host: str, port: int, target: str) -> tuple[int, bytes]:

@@ -47,6 +47,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from launchkit.auth import Tokens, generate_token
 from loadtests.bench.edge import CLIENT_CORE, SERVER_CORE, affinity, cpu_budget_group, join_group, remove_group
 from loadtests.bench.edge import cpu_seconds as process_cpu_seconds
 from loadtests.target import LocalDemo, free_port, start_demo, start_launchkit
@@ -94,7 +95,7 @@ class PacketTrack(MediaStreamTrack):
 async def reference_server(origin: str, port: int) -> None:
     apply_host_addresses(LOOPBACK)
     bus = PacketBus()
-    feed = FeedClient(origin, bus)
+    feed = FeedClient(origin, bus, Tokens.from_env(os.environ).edge)
     tracks: set[PacketTrack] = set()
     bus.subscribe(lambda packet: [t.offer(packet) for t in tracks if t.kind == packet.kind])
     peers: set[RTCPeerConnection] = set()
@@ -197,6 +198,7 @@ def stop_process(process: subprocess.Popen) -> None:
 
 def one_run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ["LAUNCHKIT_ICE_ADDRESSES"] = "127.0.0.1"
+    os.environ.setdefault("LAUNCHKIT_EDGE_TOKEN", generate_token())  # the origin, edge and reference share it
     install_counting_decoders()
     log_dir = Path(tempfile.mkdtemp(prefix="launchkit-webrtc-bench-"))
     os.sched_setaffinity(0, {CLIENT_CORE})

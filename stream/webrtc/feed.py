@@ -6,6 +6,11 @@ its WHEP audience; the packets are the encoder's own, never re-encoded.
 Messages: binary, one encoded packet each (`HEADER` then the payload); from the edge, the text
 message `keyframe` asks upstream for a keyframe (the upstream's fan-out rate-limits it like a PLI).
 A downstream that cannot keep up drops to the next keyframe, like a slow viewer.
+
+The feed is the whole rendition, so it is for edges only: the edge token (`Authorization: Bearer`)
+is checked before the WebSocket opens, at most `max_downstreams` are served at once (503 beyond),
+and no packet leaves while the event is not live (the embargo: before the start, a rehearsal on the
+origin stays on the origin). A connected edge simply receives nothing until the event goes live.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from fractions import Fraction
 
 import aiohttp
@@ -33,6 +38,8 @@ KEYFRAME = "keyframe"
 MAX_QUEUED = 60  # packets (about a second of video and audio) before a slow downstream is reset
 MAX_MESSAGE = 4 * 1024 * 1024  # one access unit; far above a 720p keyframe
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)
+REFUSED_DELAY = 30.0  # seconds before trying again a credential the upstream refused
+MAX_DOWNSTREAMS = 1024  # edge processes one origin feeds (each costs a copy of the rendition's bitrate)
 
 
 def encode(packet: EncodedPacket) -> bytes:
@@ -53,22 +60,36 @@ def decode(message: bytes) -> EncodedPacket:
 
 
 class FeedServer:
-    """`GET /api/webrtc/feed`: this process's WebRTC rendition bus, for the edges below it."""
+    """`GET /api/webrtc/feed`: this process's WebRTC rendition bus, for the edges below it.
 
-    def __init__(self, bus: PacketBus, request_keyframe: Callable[[str], None]) -> None:
+    `authorize(request)` raises (an aiohttp answer or a Refusal) unless the request carries the edge
+    credential; `live()` says whether packets may leave now."""
+
+    def __init__(self, bus: PacketBus, request_keyframe: Callable[[str], None], *,
+                 authorize: Callable[[web.Request], Awaitable[None]], live: Callable[[], bool],
+                 max_downstreams: int = MAX_DOWNSTREAMS) -> None:
         self._bus = bus
         self._request_keyframe = request_keyframe
+        self._authorize, self._live = authorize, live
+        self._max_downstreams = max_downstreams
         self.downstreams = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        await self._authorize(request)
         ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=1024)
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(text="this is a WebSocket endpoint (the WebRTC feed for edges)")
+        if self.downstreams >= self._max_downstreams:
+            raise web.HTTPServiceUnavailable(text=f"this server feeds {self._max_downstreams} edges already",
+                                             headers={"Retry-After": "30"})
         await ws.prepare(request)
         queue: asyncio.Queue[EncodedPacket] = asyncio.Queue()
         resync = [True]  # start (and restart after a reset) at a keyframe
 
         def on_packet(packet: EncodedPacket) -> None:
+            if not self._live():
+                resync[0] = True  # the embargo: nothing leaves; resume at a keyframe once live
+                return
             if resync[0] and not (packet.kind == "video" and packet.keyframe):
                 return
             resync[0] = False
@@ -110,10 +131,11 @@ class FeedServer:
 class FeedClient:
     """An edge's one connection to its upstream's feed, republished on `bus`; reconnects by itself."""
 
-    def __init__(self, upstream_url: str, bus: PacketBus, *, user_agent: str = "launchkit-edge") -> None:
+    def __init__(self, upstream_url: str, bus: PacketBus, token: str, *, user_agent: str = "launchkit-edge") -> None:
         self.url = upstream_url.rstrip("/") + PATH
         self._bus = bus
         self._user_agent = user_agent
+        self._token = token
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = False
@@ -142,20 +164,30 @@ class FeedClient:
 
     async def _run(self) -> None:
         failures = 0
-        async with aiohttp.ClientSession(headers={"User-Agent": self._user_agent}, trust_env=False) as session:
+        headers = {"User-Agent": self._user_agent, "Authorization": f"Bearer {self._token}"}
+        async with aiohttp.ClientSession(headers=headers, trust_env=False) as session:
             while True:
+                delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 try:
                     async with session.ws_connect(self.url, heartbeat=10.0, max_msg_size=MAX_MESSAGE,
                                                   timeout=aiohttp.ClientWSTimeout(ws_close=2.0)) as ws:
                         self._connected(ws)
                         failures = 0
                         await self._receive(ws)
+                except aiohttp.WSServerHandshakeError as error:
+                    if error.status in (401, 403, 429):
+                        log.error("the upstream at %s refused this edge's credential (HTTP %d): set "
+                                  "LAUNCHKIT_EDGE_TOKEN to the origin's; retrying in %g s", self.url, error.status,
+                                  REFUSED_DELAY)
+                        delay = REFUSED_DELAY
+                    elif failures == 0:
+                        log.info("WebRTC feed from %s unavailable (HTTP %d): retrying", self.url, error.status)
                 except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as error:
                     if failures == 0:
                         log.info("WebRTC feed from %s unavailable (%s): retrying", self.url, error or type(error).__name__)
                 finally:
                     self._disconnected()
-                await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
+                await asyncio.sleep(delay)
                 failures += 1
 
     def _connected(self, ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -37,6 +37,10 @@ class PeerSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def connected(self) -> bool:
+        return self.pc.connectionState == "connected"
+
     def _watch(self) -> None:
         """End the session when its connection fails or closes, or never comes up."""
         self.pc.on("connectionstatechange", self._on_connection_state)

@@ -1,7 +1,7 @@
 """WebRTC viewing as one component, the same on the origin and on edges: the fan-out over a
 WebRTC rendition bus, the WHEP endpoint, and the feed for edges below.
 
-    viewing = WebRtcViewing(bus, keyframe_source, ice, max_viewers=100, live=lambda: ...)
+    viewing = WebRtcViewing(bus, keyframe_source, ice, max_viewers=100, live=lambda: ..., authorize_feed=...)
     app.add_routes(viewing.routes()); start() on startup, await stop() on cleanup
 
 On the origin the bus is the pipeline's WebRTC bus and keyframes come from its encoder; on an
@@ -10,7 +10,7 @@ edge the bus is fed by a `FeedClient` and keyframe requests go up the feed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -24,11 +24,12 @@ from stream.webrtc.whep import WhepEndpoint
 
 class WebRtcViewing:
     def __init__(self, bus: PacketBus, keyframe_source: Callable[[], None], ice: IceSettings, *,
-                 max_viewers: int, live: Callable[[], bool]) -> None:
+                 max_viewers: int, live: Callable[[], bool],
+                 authorize_feed: Callable[[web.Request], Awaitable[None]]) -> None:
         self.bus = bus
         self.fanout = Fanout(bus, keyframe_source)
         self.whep = WhepEndpoint(self.fanout, ice, max_viewers, live)
-        self.feed = FeedServer(bus, self.fanout.request_keyframe)
+        self.feed = FeedServer(bus, self.fanout.request_keyframe, authorize=authorize_feed, live=live)
 
     def routes(self) -> list[web.RouteDef]:
         whep = self.whep

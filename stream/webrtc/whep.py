@@ -10,6 +10,14 @@ Capacity: at most `max_viewers` sessions per process; beyond, 503 with Retry-Aft
 landing page takes as "play LL-HLS instead". A session that does not connect within
 the connect timeout (stream/webrtc/session.py), or whose connection fails (ICE consent expires ~30 s after a viewer vanishes),
 frees its place by itself.
+
+Squatting: an offer costs nothing to send and would hold a place until it connects or times out,
+so sessions that have not connected yet ("pending") are bounded: MAX_PENDING_PER_CLIENT per client
+address (behind `--trusted-proxies`, the real client; beyond, 503), and a quarter of the places in
+all: a new offer beyond that ends the oldest pending session. A real viewer connects within a
+second or two and stops counting as pending, so offers that never connect hold a bounded share of
+the places, never all of them, however many addresses send them. Liveness and capacity are checked
+before the offer is read.
 """
 
 from __future__ import annotations
@@ -24,8 +32,9 @@ from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCRtpSender, RTCSe
 from aiortc import sdp as aiortc_sdp
 
 from launchkit import metrics
+from launchkit.web.refusal import Refusal
 from stream.webrtc.fanout import Fanout, Viewer
-from stream.webrtc.http import CORS_HEADERS, SDP_TYPE, Refusal, SessionResources, read_offer, text_response
+from stream.webrtc.http import CORS_HEADERS, SDP_TYPE, SessionResources, read_offer, refusal_response
 from stream.webrtc.ice import IceSettings, apply_host_addresses, without_mdns_candidates
 from stream.webrtc.session import PeerSession
 
@@ -33,6 +42,8 @@ log = logging.getLogger(__name__)
 
 STATS_INTERVAL = 5.0
 RETRY_AFTER = 10  # seconds before a refused viewer (now on LL-HLS) may try WebRTC again
+MAX_PENDING_PER_CLIENT = 4  # a page sends one offer; a newsroom behind one NAT a few at once
+MIN_PENDING = 8  # the pending cap of small servers (a quarter of max_viewers otherwise)
 
 
 def _h264_preferences() -> list[RTCRtpCodecCapability]:
@@ -52,9 +63,11 @@ class WhepSession(PeerSession):
     protocol = "WHEP"
 
     def __init__(self, session_id: str, pc: RTCPeerConnection, viewer: Viewer,
-                 on_closed: Callable[[WhepSession], None]) -> None:
+                 on_closed: Callable[[WhepSession], None], client: str) -> None:
         super().__init__(session_id, pc, on_closed)
         self.viewer = viewer
+        self.client = client
+        self.answered = False
 
     async def negotiate(self, offer: str, audio: bool, fanout: Fanout) -> str:
         # Transceivers and their codec preferences come before the offer: aiortc settles each
@@ -71,6 +84,7 @@ class WhepSession(PeerSession):
         await self.pc.setLocalDescription(answer)
         self._watch()
         self._spawn(self._report_stats())
+        self.answered = True
         return self.pc.localDescription.sdp
 
     async def _report_stats(self) -> None:
@@ -118,21 +132,23 @@ class WhepEndpoint(SessionResources[WhepSession]):
                 "viewers": len(self._sessions), "max_viewers": self.max_viewers, "headroom": self.headroom()}
 
     async def post(self, request: web.Request) -> web.Response:
+        client = request.remote or "unknown"
         try:
+            await self._make_room(client)  # before reading: a refused viewer costs nothing
             offer = without_mdns_candidates(await read_offer(request))
             audio = _check_offer(offer)
-            self._check_capacity()
+            await self._make_room(client)  # again: the places may have gone while the offer arrived
         except Refusal as refusal:
             return _refuse(refusal)
         session = WhepSession(secrets.token_urlsafe(24), RTCPeerConnection(self._ice.rtc_configuration()),
-                              self._fanout.join(), self.forget)
+                              self._fanout.join(), self.forget, client)
         self._sessions[session.id] = session
         try:
             answer = await session.negotiate(offer, audio, self._fanout)
         except Exception as error:  # aiortc raises many types on offers it cannot take
             await session.close("negotiation failed")
             log.info("WHEP offer refused: %r", error)
-            return _refuse(Refusal(400, "bad_request", f"the SDP offer could not be applied: {_one_line(error)}"))
+            return _refuse(Refusal(400, f"the SDP offer could not be applied: {_one_line(error)}"))
         metrics.WHEP_SESSIONS.inc()
         log.info("WHEP session %s… started for %s", session.id[:6], request.remote)
         return web.Response(status=201, body=answer.encode(), content_type=SDP_TYPE,
@@ -142,18 +158,30 @@ class WhepEndpoint(SessionResources[WhepSession]):
     async def delete(self, request: web.Request) -> web.Response:
         return await self.end(request, "viewer sent DELETE")
 
-    def _check_capacity(self) -> None:
+    async def _make_room(self, client: str) -> None:
+        """Raises the 503 that says why `client` gets no place now; may end the oldest pending session."""
+        retry = {"Retry-After": str(RETRY_AFTER)}
         if not self._live():
-            raise Refusal(503, "not_live", "the stream is not live: play HLS or retry later",
-                          {"Retry-After": str(RETRY_AFTER)})
+            raise Refusal(503, "the stream is not live: play HLS or retry later", "not_live", retry)
+        pending = [session for session in self._sessions.values() if not session.connected]  # oldest first
+        if sum(session.client == client for session in pending) >= MAX_PENDING_PER_CLIENT:
+            raise Refusal(503, f"{MAX_PENDING_PER_CLIENT} WebRTC sessions from your address are still connecting: "
+                               "play LL-HLS, or retry later", "pending", retry)
+        if len(pending) >= max(MIN_PENDING, self.max_viewers // 4):
+            answered = [session for session in pending if session.answered]  # had their chance to connect
+            if not answered:
+                raise Refusal(503, "too many WebRTC sessions are connecting at once: play LL-HLS, or retry later",
+                              "pending", retry)
+            metrics.WHEP_REFUSED.labels("pending").inc()
+            await answered[0].close("still not connected while newer viewers were")
         if len(self._sessions) >= self.max_viewers:
-            raise Refusal(503, "capacity", "WebRTC is at capacity on this server: play LL-HLS instead, or retry later",
-                          {"Retry-After": str(RETRY_AFTER)})
+            raise Refusal(503, "WebRTC is at capacity on this server: play LL-HLS instead, or retry later", "capacity",
+                          retry)
 
 
 def _refuse(refusal: Refusal) -> web.Response:
     metrics.WHEP_REFUSED.labels(refusal.reason).inc()
-    return text_response(refusal.status, refusal.message, {"Cache-Control": "no-store", **refusal.headers})
+    return refusal_response(refusal)
 
 
 def _check_offer(offer: str) -> bool:
@@ -161,18 +189,18 @@ def _check_offer(offer: str) -> bool:
     try:
         description = aiortc_sdp.SessionDescription.parse(offer)
     except Exception:  # the parser asserts, indexes and converts without a single error type
-        raise Refusal(400, "bad_request", "the body is not a valid SDP offer") from None
+        raise Refusal(400, "the body is not a valid SDP offer", "bad_request") from None
     video = [m for m in description.media if m.kind == "video"]
     audio = [m for m in description.media if m.kind == "audio"]
     if len(video) != 1 or len(audio) > 1:
-        raise Refusal(400, "unsupported", "offer one video and at most one audio section (recvonly)")
+        raise Refusal(400, "offer one video and at most one audio section (recvonly)", "unsupported")
     if video[0].direction not in ("recvonly", "sendrecv"):
-        raise Refusal(400, "bad_request", "the offer's video is not received (direction must be recvonly)")
+        raise Refusal(400, "the offer's video is not received (direction must be recvonly)", "bad_request")
     if not any(c.mimeType.lower() == "video/h264" and str(c.parameters.get("packetization-mode")) == "1"
                for c in video[0].rtp.codecs):
-        raise Refusal(400, "unsupported", "the offer's video codecs do not include H.264 (packetization-mode=1)")
+        raise Refusal(400, "the offer's video codecs do not include H.264 (packetization-mode=1)", "unsupported")
     if any(m.dtls is None or not m.dtls.fingerprints for m in description.media):
-        raise Refusal(400, "bad_request", "the offer lacks a=setup or a=fingerprint (DTLS-SRTP is required)")
+        raise Refusal(400, "the offer lacks a=setup or a=fingerprint (DTLS-SRTP is required)", "bad_request")
     return bool(audio) and audio[0].direction in ("recvonly", "sendrecv") and any(
         c.mimeType.lower() == "audio/opus" for c in audio[0].rtp.codecs)
 

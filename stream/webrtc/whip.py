@@ -30,9 +30,10 @@ from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from launchkit import metrics
-from launchkit.auth import Tokens, bearer_token
+from launchkit.auth import FailedCredentials, Tokens, bearer_token
+from launchkit.web.refusal import Refusal
 from stream.program import Program, ProgramInput, Role, SlotBusy
-from stream.webrtc.http import CORS_HEADERS, SDP_TYPE, Refusal, SessionResources, read_offer, text_response
+from stream.webrtc.http import CORS_HEADERS, SDP_TYPE, SessionResources, read_offer, refusal_response
 from stream.webrtc.ice import IceSettings, apply_host_addresses, without_mdns_candidates
 from stream.webrtc.session import PeerSession
 
@@ -160,10 +161,11 @@ class WhipEndpoint(SessionResources[WhipSession]):
 
     protocol = "WHIP"
 
-    def __init__(self, program: Program, tokens: Tokens, ice: IceSettings) -> None:
+    def __init__(self, program: Program, tokens: Tokens, ice: IceSettings, failures: FailedCredentials) -> None:
         super().__init__()
         self._program = program
         self._tokens = tokens
+        self._failures = failures
         self._ice = ice
         apply_host_addresses(ice)
 
@@ -172,7 +174,7 @@ class WhipEndpoint(SessionResources[WhipSession]):
 
     async def post(self, request: web.Request) -> web.Response:
         try:
-            self._authorize(request)
+            await self._authorize(request)
             role = _role(request)
             offer = without_mdns_candidates(await read_offer(request))
             summary = _check_offer(offer)
@@ -196,32 +198,38 @@ class WhipEndpoint(SessionResources[WhipSession]):
 
     async def delete(self, request: web.Request) -> web.Response:
         try:
-            self._authorize(request)
+            await self._authorize(request)
         except Refusal as refusal:
             return _refuse(refusal)
         return await self.end(request, "publisher sent DELETE")
 
-    def _authorize(self, request: web.Request) -> None:
+    async def _authorize(self, request: web.Request) -> None:
+        """The publish token, with failed attempts slowed and repeated ones locked out (launchkit.auth)."""
+        wait = self._failures.locked_out(request.remote, "publish")
+        if wait:
+            raise Refusal(429, f"too many failed publish tokens from your address: retry in {wait} s", "locked_out",
+                          {"Retry-After": str(wait)})
         if not self._tokens.is_publish(bearer_token(request.headers.get("Authorization"))):
-            raise Refusal(401, "bad_key", "a valid publish token is required: Authorization: Bearer <publish token>",
+            await self._failures.failed(request.remote, "publish")
+            raise Refusal(401, "a valid publish token is required: Authorization: Bearer <publish token>", "bad_key",
                           {"WWW-Authenticate": 'Bearer realm="whip"'})
 
     def _claim(self, role: Role, request: web.Request) -> ProgramInput:
         try:
             return self._program.claim(role, PROTOCOL, request.remote or "unknown")
         except SlotBusy as busy:
-            raise Refusal(409, "busy", str(busy)) from None
+            raise Refusal(409, str(busy), "busy") from None
 
 
 def _refuse(refusal: Refusal) -> web.Response:
     metrics.INGEST_REJECTED.labels(PROTOCOL, refusal.reason).inc()
-    return text_response(refusal.status, refusal.message, refusal.headers)
+    return refusal_response(refusal)
 
 
 def _role(request: web.Request) -> Role:
     role = request.query.get("role", "primary")
     if role not in ("primary", "backup"):
-        raise Refusal(400, "bad_request", f"role must be primary or backup, got {role[:32]!r}")
+        raise Refusal(400, f"role must be primary or backup, got {role[:32]!r}")
     return cast(Role, role)
 
 
@@ -230,33 +238,33 @@ def _check_offer(offer: str) -> OfferSummary:
     try:
         description = aiortc_sdp.SessionDescription.parse(offer)
     except Exception:  # the parser asserts, indexes and converts without a single error type
-        raise Refusal(400, "bad_request", "the body is not a valid SDP offer") from None
+        raise Refusal(400, "the body is not a valid SDP offer", "bad_request") from None
     video = [m for m in description.media if m.kind == "video"]
     audio = [m for m in description.media if m.kind == "audio"]
     if not video:
-        raise Refusal(400, "unsupported", "the offer has no video: publish a camera or screen track")
+        raise Refusal(400, "the offer has no video: publish a camera or screen track", "unsupported")
     if len(video) > 1 or len(audio) > 1:
-        raise Refusal(400, "unsupported", "publish one video and at most one audio track")
+        raise Refusal(400, "publish one video and at most one audio track", "unsupported")
     if any(line.startswith("a=simulcast:") for line in offer.splitlines()):
         # aiortc would feed every layer into one decoder: refuse rather than show garbage.
-        raise Refusal(400, "unsupported", "simulcast is not supported: publish a single video encoding")
+        raise Refusal(400, "simulcast is not supported: publish a single video encoding", "unsupported")
     if video[0].direction not in ("sendonly", "sendrecv"):
-        raise Refusal(400, "bad_request", "the offer's video is not sent (direction must be sendonly)")
+        raise Refusal(400, "the offer's video is not sent (direction must be sendonly)", "bad_request")
     if not any(codec.mimeType.lower() in VIDEO_CODECS for codec in video[0].rtp.codecs):
-        raise Refusal(400, "unsupported", "the offer's video codecs include neither H.264 nor VP8")
+        raise Refusal(400, "the offer's video codecs include neither H.264 nor VP8", "unsupported")
     if audio and not any(codec.mimeType.lower() == AUDIO_CODEC for codec in audio[0].rtp.codecs):
-        raise Refusal(400, "unsupported", "the offer's audio is not Opus")
+        raise Refusal(400, "the offer's audio is not Opus", "unsupported")
     dtls = [m.dtls for m in description.media]
     if any(d is None or not d.fingerprints for d in dtls):
-        raise Refusal(400, "bad_request", "the offer lacks a=setup or a=fingerprint (DTLS-SRTP is required)")
+        raise Refusal(400, "the offer lacks a=setup or a=fingerprint (DTLS-SRTP is required)", "bad_request")
     return OfferSummary(audio=bool(audio), setup=video[0].dtls.role)
 
 
 def _negotiation_refusal(error: Exception) -> Refusal:
     if isinstance(error, OperationError):  # no codec in common, e.g. H.264 in a profile aiortc lacks
-        return Refusal(400, "unsupported", f"no common codec: {_one_line(error)}")
+        return Refusal(400, f"no common codec: {_one_line(error)}", "unsupported")
     log.info("WHIP offer refused: %r", error)
-    return Refusal(400, "bad_request", f"the SDP offer could not be applied: {_one_line(error)}")
+    return Refusal(400, f"the SDP offer could not be applied: {_one_line(error)}")
 
 
 def _one_line(error: Exception) -> str:

@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.target import free_port, start_launchkit
-from tests.conftest import fetch
+from tests.conftest import fetch, fetch_metrics
 
 pytestmark = pytest.mark.browser
 
@@ -103,7 +103,7 @@ def shoot(browser, url: str, state: str, ready: str) -> None:
 
 
 def metric_value(url: str, name: str, labels: dict[str, str]) -> float:
-    _, _, body = fetch(url + "/metrics")
+    _, _, body = fetch_metrics(url)
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):

@@ -13,7 +13,7 @@ from playwright.sync_api import sync_playwright
 
 from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS, PLAYER_STATE
 from loadtests.target import LocalDemo, free_port, start_launchkit
-from tests.conftest import fetch
+from tests.conftest import fetch, fetch_metrics
 
 PUBLISH, OPS = "publish-token-for-tests", "ops-token-for-the-tests"
 ENV = {"LAUNCHKIT_PUBLISH_TOKEN": PUBLISH, "LAUNCHKIT_OPS_TOKEN": OPS}
@@ -94,7 +94,7 @@ def test_srt_with_a_wrong_passphrase_is_refused(origin):
                                 "-f", "mpegts", url], capture_output=True, timeout=30)
     assert publisher.returncode != 0
     assert on_air(origin) == "slate" and ops(origin, "/api/ops/status")["inputs"] == []
-    _, _, metrics = fetch(origin.url + "/metrics")
+    _, _, metrics = fetch_metrics(origin.url)
     assert 'launchkit_ingest_rejected_total{protocol="srt",reason="bad_key"} 1.0' in metrics.decode()
     assert PUBLISH not in origin.log() and "not-the-publish-token" not in origin.log()
 
@@ -123,7 +123,7 @@ def test_rtmp_with_a_wrong_key_or_app_is_refused_before_any_media(origin, path):
         publisher.kill()
     status = ops(origin, "/api/ops/status")
     assert status["on_air"] == "slate" and status["inputs"] == []
-    _, _, metrics = fetch(origin.url + "/metrics")
+    _, _, metrics = fetch_metrics(origin.url)
     assert 'launchkit_ingest_rejected_total{protocol="rtmp",reason="bad_key"} 1.0' in metrics.decode()
     assert 'launchkit_ingest_frames_total{role="primary"}' not in metrics.decode()
     assert "refused" in origin.log().lower() and PUBLISH not in origin.log()

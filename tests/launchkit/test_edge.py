@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadtests.player import PlayerConfig, Swarm
 from loadtests.target import free_port, start_demo, start_launchkit
 from stream.relay.relay import REVALIDATE_HOLD
-from tests.conftest import fetch
+from tests.conftest import fetch, fetch_metrics
 from tests.stream.relay.harness import (
     StubOrigin,
     http_status,
@@ -153,7 +153,7 @@ def test_400_arrivals_on_two_edges_sharing_redis_100_play_300_wait_and_get_in_in
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple], float]:
-    status, headers, body = fetch(url + "/metrics")
+    status, headers, body = fetch_metrics(url)
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(body.decode()) for s in family.samples}

@@ -9,10 +9,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from launchkit import middleware
 from launchkit.app import create_app
 from launchkit.auth import Tokens
 from launchkit.config import Config
+from launchkit.web import middleware
 from stream.ladder import Rendition
 from tests.conftest import raw_get
 

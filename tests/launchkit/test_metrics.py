@@ -7,7 +7,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import fetch
+from tests.conftest import fetch, fetch_metrics
 
 REQUIRED = {
     "launchkit_encoder_frames": "counter",
@@ -22,7 +22,7 @@ REQUIRED = {
 
 
 def scrape(demo) -> dict[tuple[str, tuple], float]:
-    status, headers, body = fetch(demo.url + "/metrics")
+    status, headers, body = fetch_metrics(demo.url)
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     samples = {}
     families = {}
@@ -41,8 +41,11 @@ def value(samples, name, **labels) -> float:
 
 def test_metrics_move_while_the_demo_runs(demo):
     before = scrape(demo)
-    _, _, playlist = fetch(demo.url + "/hls/720p/index.m3u8")
-    for uri in re.findall(r"^\d+\.m4s$", playlist.decode(), re.M)[-2:]:
+    deadline = time.monotonic() + 10
+    while len(uris := re.findall(r"^\d+\.m4s$", fetch(demo.url + "/hls/720p/index.m3u8")[2].decode(), re.M)) < 2:
+        assert time.monotonic() < deadline, "a fresh demo lists two segments within 10 s"
+        time.sleep(0.5)
+    for uri in uris[-2:]:
         fetch(f"{demo.url}/hls/720p/{uri}")
     time.sleep(2.5)
     after = scrape(demo)

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from launchkit.edge import EDGE, EdgeSettings, create_edge_app
 from stream.relay import http as relay_http
 from stream.relay.relay import REVALIDATE_HOLD
-from tests.conftest import raw_get
+from tests.conftest import METRICS_AUTH, raw_get
 from tests.stream.relay.harness import StubOrigin
 
 SEGMENT = "/hls/a/1.m4s"
@@ -343,7 +343,7 @@ async def test_the_cache_stays_within_its_budget(stub):
             assert (await _get(client, f"/hls/a/{n}.m4s"))[0] == 200
             assert edge.cache.bytes <= 1024 * 1024
         assert 8 <= len(edge.cache) <= 10
-        samples = {s.name: s.value for f in text_string_to_metric_families((await _get(client, "/metrics"))[2].decode())
+        samples = {s.name: s.value for f in text_string_to_metric_families((await _get(client, "/metrics", headers=METRICS_AUTH))[2].decode())
                    for s in f.samples}
         assert samples["launchkit_edge_cache_bytes"] == edge.cache.bytes
         assert samples["launchkit_edge_cache_evictions_total"] >= 50
@@ -354,7 +354,7 @@ async def test_the_cache_stays_within_its_budget(stub):
 async def test_metrics_expose_the_edge_families(stub, edge):
     await _get(edge, SEGMENT)
     await _get(edge, SEGMENT)
-    families = {f.name: f for f in text_string_to_metric_families((await _get(edge, "/metrics"))[2].decode())}
+    families = {f.name: f for f in text_string_to_metric_families((await _get(edge, "/metrics", headers=METRICS_AUTH))[2].decode())}
     expected = {
         "launchkit_edge_requests": "counter", "launchkit_edge_upstream_requests": "counter",
         "launchkit_edge_upstream_request_duration_seconds": "histogram", "launchkit_edge_upstream_bytes": "counter",

@@ -37,7 +37,7 @@ from playwright.async_api import Page, async_playwright
 
 from landing.app import STATIC_DIR
 from launchkit.app import SERVICES, create_app
-from launchkit.auth import Tokens
+from launchkit.auth import FailedCredentials, Tokens
 from launchkit.config import Config
 from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS
 from stream.ladder import Rendition
@@ -184,7 +184,7 @@ async def whip_browser(*runs: str) -> dict[str, Any]:
     (e.g. video/VP8) publishes to the page's own origin, `CODEC@cross-origin` to the other one."""
     program = Program(WIDTH, HEIGHT, FPS, lambda _frame: None, _blank)
     program.start()
-    endpoint = WhipEndpoint(program, Tokens(TOKEN, "ops-token-0123456789abcdef"), LOOPBACK)
+    endpoint = WhipEndpoint(program, Tokens(TOKEN, "ops-token-0123456789abcdef"), LOOPBACK, FailedCredentials())
     runner, (url, other_origin) = await _serve(_publish_app(endpoint))
     console: list[str] = []
     try:
@@ -447,7 +447,7 @@ async def ffmpeg_whip(*settings: str) -> dict[str, Any]:
     seconds, _, _ = _ffmpeg_settings(settings)
     program = Program(WIDTH, HEIGHT, FPS, lambda _frame: None, _blank)
     program.start()
-    endpoint = WhipEndpoint(program, Tokens(TOKEN, "ops-token-0123456789abcdef"), LOOPBACK)
+    endpoint = WhipEndpoint(program, Tokens(TOKEN, "ops-token-0123456789abcdef"), LOOPBACK, FailedCredentials())
     exchanges: list[dict[str, Any]] = []
     runner, (url, _) = await _serve(_whip_app(endpoint, exchanges))
     result: dict[str, Any] = {"interfaces": [name for _, name in socket.if_nameindex()], "settings": settings,

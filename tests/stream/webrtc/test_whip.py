@@ -15,7 +15,7 @@ from aiohttp import test_utils, web
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
-from launchkit.auth import Tokens
+from launchkit.auth import FailedCredentials, Tokens
 from launchkit.config import ConfigError
 from stream.program import Program, ProgramInput
 from stream.source import CapturedFrame
@@ -64,7 +64,7 @@ def program() -> Iterator[Program]:
 
 @pytest.fixture
 async def server(program: Program) -> AsyncIterator[tuple[test_utils.TestClient, WhipEndpoint]]:
-    endpoint = WhipEndpoint(program, Tokens(TOKEN, "ops-token-0123456789abc"), LOOPBACK)
+    endpoint = WhipEndpoint(program, Tokens(TOKEN, "ops-token-0123456789abc"), LOOPBACK, FailedCredentials())
     # aiohttp's default 1 MiB limit: the 64 KiB offer limit must be the endpoint's own.
     app = web.Application()
     app.add_routes([

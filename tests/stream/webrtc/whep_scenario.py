@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from loadtests.target import LocalDemo, start_demo
 from loadtests.whep import install_counting_decoders, watch
 from stream.source.testcard import TIMECODE_BITS, timecode_block
 from stream.webrtc.ice import IceSettings
+from tests.conftest import METRICS_AUTH
 from tests.stream.relay.harness import start_edge, stop_all
 from tests.stream.webrtc.scenario import main
 
@@ -50,7 +52,7 @@ def _log_dir() -> Path:
 
 
 async def _metrics(url: str) -> dict[tuple[str, tuple], float]:
-    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics", headers=METRICS_AUTH) as response:
         text = await response.text()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
@@ -273,8 +275,52 @@ async def whep_fallback() -> dict[str, Any]:
     return {"states": states, "second_messages": sorted(messages)}
 
 
+# ---- offers that never connect (squatting) -------------------------------------------------------
+
+def _squatter_offer(blackhole_port: int) -> str:
+    """A well-formed H.264 offer whose only candidate is a UDP socket that swallows every check:
+    the session stays "connecting" until it is given up, as a squatter's would."""
+    return "".join(line + "\r\n" for line in (
+        "v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE 0",
+        "m=video 9 UDP/TLS/RTP/SAVPF 102", "c=IN IP4 127.0.0.1", "a=mid:0", "a=recvonly", "a=rtcp-mux",
+        "a=rtpmap:102 H264/90000", "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        "a=ice-ufrag:squat", "a=ice-pwd:squattersquattersquatter1",
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32), "a=setup:actpass",
+        f"a=candidate:1 1 udp 2130706431 127.0.0.1 {blackhole_port} typ host", "a=end-of-candidates"))
+
+
+async def _squat(url: str, offer: str, source: str) -> int:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with aiohttp.ClientSession(connector=connector) as session, \
+            session.post(url, data=offer, headers={"Content-Type": "application/sdp"}) as response:
+        return response.status
+
+
+async def whep_squatters(offers: str = "100", addresses: str = "25") -> dict[str, Any]:
+    """`offers` offers that never connect from `addresses` loopback addresses, then a real viewer."""
+    install_counting_decoders()
+    blackhole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blackhole.bind(("127.0.0.1", 0))
+    origin = _demo("--max-webrtc-viewers", "20")
+    try:
+        offer = _squatter_offer(blackhole.getsockname()[1])
+        sources = [f"127.0.0.{2 + i % int(addresses)}" for i in range(int(offers))]
+        statuses = await asyncio.gather(*(_squat(origin.url + "/whep", offer, source) for source in sources))
+        async with aiohttp.ClientSession() as session:
+            async with session.get(origin.url + "/api/status") as response:
+                after_flood = (await response.json())["webrtc"]
+            viewer = await watch(session, origin.url + "/whep", 6.0, LOOPBACK)
+        refused = await _metrics(origin.url)
+    finally:
+        stop_all(origin)
+        blackhole.close()
+    return {"statuses": sorted(statuses), "after_flood": after_flood, "viewer": viewer.as_dict() | {
+        "expected": viewer.expected_frames(FPS)}, "pending_refusals": refused.get(
+            ("launchkit_whep_refused_total", (("reason", "pending"),)), 0.0), "log": origin.log()}
+
+
 SCENARIOS = {"whep-fanout": whep_fanout, "whep-frozen-viewer": whep_frozen_viewer, "whep-browser": whep_browser,
-             "whep-fallback": whep_fallback}
+             "whep-fallback": whep_fallback, "whep-squatters": whep_squatters}
 
 if __name__ == "__main__":
     main(SCENARIOS)

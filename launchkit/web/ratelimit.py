@@ -1,4 +1,5 @@
-"""Per-client rate limits for wall intake: a token bucket per client key, in memory, bounded.
+"""Per-client rate limits (wall posts, QoE beacons, failed credentials): a token bucket per client
+key, in memory, bounded.
 
 Keys are derived from the client address (never exported as metric labels). The table holds at
 most `max_clients` buckets; the least recently seen are forgotten first (a forgotten client starts
@@ -44,3 +45,12 @@ class RateLimiter:
         while len(self._buckets) > self._max_clients:
             self._buckets.popitem(last=False)
         return wait
+
+    def wait(self, key: str, now: float | None = None) -> int:
+        """What `take` would answer, without taking a token: 0, or the whole seconds until one is free."""
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0
+        tokens = min(float(self._limit.burst), bucket[0] + (now - bucket[1]) * self._rate)
+        return 0 if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) / self._rate))

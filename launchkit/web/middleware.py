@@ -1,4 +1,5 @@
-"""HTTP middleware shared by every role: metrics per route, and no traceback ever reaches a client."""
+"""HTTP middleware shared by every role: metrics per route, refusals answered, and no traceback
+ever reaches a client."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from launchkit import metrics
+from launchkit.web.refusal import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         status = response.status
         return response
+    except Refusal as refusal:
+        status = refusal.status
+        return refusal.response()
     except web.HTTPException as error:
         status = error.status
         raise
