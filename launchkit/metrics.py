@@ -161,7 +161,7 @@ EVENT_LOOP_LAG = Gauge(
 SCOPES = ("local", "shared")
 SOURCES = ("direct", "queue")  # admitted at once, or from the waiting room
 REFUSALS = ("capacity", "loop_lag", "queue_full")  # why a viewer got the waiting-room answer
-INVALID = ("malformed", "forged", "expired")  # tickets not honoured
+INVALID = ("malformed", "forged", "expired", "copied")  # tickets not honoured (copied: another client's)
 
 ADMISSION_VIEWERS = Gauge(
     "launchkit_admission_viewers", "Admitted viewers: distinct tickets admitted or seen within the ticket lifetime "

@@ -179,7 +179,8 @@
     await gathered(pc, 2000);
     const target = onEdge(admission ? admission.withTicket(whepUrl) : whepUrl);
     const response = await fetch(target, {
-      method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
+      method: "POST", headers: { "Content-Type": "application/sdp", ...(admission ? admission.headers() : {}) },
+      body: pc.localDescription.sdp,
     });
     if (state.pc !== pc) return; // the page moved on meanwhile
     if (response.status !== 201) {

@@ -7,12 +7,15 @@
 //
 // The admitted ticket goes on every media request as ?t= (hlsConfig().xhrSetup), which works in
 // cross-site iframes where cookies are blocked; renewed tickets come back in the Launchkit-Ticket
-// response header. Tickets live in sessionStorage, so a reload keeps the place or the slot.
-// State is exposed on window.launchkitAdmission.state for tests.
+// response header. A ticket is bound to this page's client key (one ticket, one viewer): a random
+// key made here, sent as the Launchkit-Key header with the ticket and never in a URL, so a copied
+// ?t= link admits nobody else. Tickets and the key live in sessionStorage, so a reload keeps the
+// place or the slot. State is exposed on window.launchkitAdmission.state for tests.
 (() => {
   "use strict";
   const STORE_KEY = "launchkit.admission";
   const TICKET_HEADER = "Launchkit-Ticket";
+  const KEY_HEADER = "Launchkit-Key";
   const MAX_BACKOFF_S = 30;
   const script = document.currentScript;
   const config = {
@@ -35,12 +38,19 @@
   let sleeping = null; // the current wait: {at, done}
   let countdownTimer = null;
   let ui = null;
+  let clientKey = newKey();
+
+  function newKey() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
 
   function load() {
     try {
       const saved = JSON.parse(sessionStorage.getItem(STORE_KEY) || "{}");
       state.ticket = typeof saved.ticket === "string" ? saved.ticket : null;
       state.queueTicket = typeof saved.queue === "string" ? saved.queue : null;
+      if (typeof saved.key === "string" && /^[A-Za-z0-9_-]{16,64}$/.test(saved.key)) clientKey = saved.key;
     } catch (error) {
       // Storage blocked (some iframes): memory only.
     }
@@ -48,10 +58,15 @@
 
   function save() {
     try {
-      sessionStorage.setItem(STORE_KEY, JSON.stringify({ ticket: state.ticket, queue: state.queueTicket }));
+      sessionStorage.setItem(STORE_KEY, JSON.stringify({ ticket: state.ticket, queue: state.queueTicket, key: clientKey }));
     } catch (error) {
       // Storage blocked: memory only.
     }
+  }
+
+  // What goes with every request that carries the ticket.
+  function headers() {
+    return { [KEY_HEADER]: clientKey };
   }
 
   function setTicket(ticket) {
@@ -178,7 +193,7 @@
     const ticket = state.ticket || state.queueTicket;
     const response = await fetch(config.endpoint, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...headers() },
       body: JSON.stringify(ticket ? { ticket } : {}),
       cache: "no-store",
       credentials: "same-origin",
@@ -304,13 +319,14 @@
     return {
       xhrSetup(xhr, url) {
         xhr.open("GET", withTicket(url), true);
+        xhr.setRequestHeader(KEY_HEADER, clientKey);
         xhr.addEventListener("load", () => {
           const renewed = xhr.getResponseHeader(TICKET_HEADER);
           if (renewed) setTicket(renewed);
         });
       },
       fetchSetup(context, init) {
-        return new Request(withTicket(context.url), init);
+        return new Request(withTicket(context.url), { ...init, headers: { ...(init && init.headers), ...headers() } });
       },
     };
   }
@@ -333,5 +349,5 @@
   window.addEventListener("pagehide", leave);
 
   load();
-  window.launchkitAdmission = { admit, cancel, readmit, withTicket, hlsConfig, leave, configure, state };
+  window.launchkitAdmission = { admit, cancel, readmit, withTicket, headers, hlsConfig, leave, configure, state };
 })();

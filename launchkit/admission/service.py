@@ -47,8 +47,12 @@ from launchkit.admission.tickets import (
     QueueTicket,
     TicketError,
     TicketSigner,
+    bind,
+    new_client_key,
     new_ticket_id,
+    valid_client_key,
 )
+from launchkit.web.cors import cors, preflight
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +60,21 @@ TICKET_COOKIE = "lk_ticket"
 QUEUE_COOKIE = "lk_queue"
 TICKET_HEADER = "Launchkit-Ticket"
 TICKET_PARAM = "t"
+KEY_HEADER = "Launchkit-Key"  # the client key an admitted ticket is bound to (tickets.py)
+KEY_COOKIE = "lk_key"
 MAX_BODY = 4096
 SHARED_SCOPE = "g"
 # The ticket to attach to a served media response (renewed or new). RequestKey: aiohttp >= 3.12.
 _RENEWED = (web.RequestKey("launchkit.admission.renewed", str) if hasattr(web, "RequestKey")
             else "launchkit.admission.renewed")
-_CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": f"Retry-After, {TICKET_HEADER}"}
+# A client key made up for this request's client (no header, no cookie): sent back as a cookie.
+_NEW_KEY = (web.RequestKey("launchkit.admission.new_key", str) if hasattr(web, "RequestKey")
+            else "launchkit.admission.new_key")
+_CORS = cors(expose=("Retry-After", TICKET_HEADER))
 _NO_STORE = {"Cache-Control": "no-store", **_CORS}
+# Pages on another edge send the key header with media and WHEP requests: their preflights.
+_MEDIA_PREFLIGHT = preflight(("GET", "POST", "OPTIONS"), headers=("Content-Type", KEY_HEADER),
+                             expose=("Retry-After", TICKET_HEADER))
 _REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 # Timeouts in a row before Redis is declared down. One slow answer (a busy event loop reads replies
 # late too) only sends that decision to the local path; a refused or reset connection counts at once.
@@ -230,6 +242,7 @@ class Admission:
         body = await _read_json_object(request)
         if isinstance(body, web.Response):
             return body
+        key = self._client_key(request)
         explicit = body.get("ticket")
         if explicit is None:
             explicit = request.query.get(TICKET_PARAM)
@@ -245,14 +258,14 @@ class Admission:
                 if error.reason != "expired":  # a forged or mangled ticket changes nothing
                     return _error(400, f"invalid ticket: {error}")
                 ticket = None  # expired: the viewer left too long ago; a new arrival
-            if isinstance(ticket, AdmittedTicket):
+            if isinstance(ticket, AdmittedTicket) and self._held(ticket, key):
                 return self._admitted(request, self._renew(ticket, now))
-            queue_ticket = ticket
+            queue_ticket = ticket if isinstance(ticket, QueueTicket) else None
         else:
-            admitted, queue_ticket = self._from_cookies(request, now)
+            admitted, queue_ticket = self._from_cookies(request, now, key)
             if admitted is not None:
                 return self._admitted(request, self._renew(admitted, now))
-        decision, ticket = await self._decide(queue_ticket)
+        decision, ticket = await self._decide(queue_ticket, key)
         if decision.admitted:
             return self._admitted(request, ticket)
         return self._waiting(request, decision, ticket)
@@ -286,10 +299,25 @@ class Admission:
         return response
 
     async def preflight(self, request: web.Request) -> web.Response:
-        return web.Response(status=204, headers={
-            **_CORS, "Access-Control-Allow-Methods": "POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Max-Age": "600",
-        })
+        return web.Response(status=204, headers=preflight(("POST", "OPTIONS"), headers=("Content-Type", KEY_HEADER),
+                                                          expose=("Retry-After", TICKET_HEADER)))
+
+    # ---- client keys (one ticket, one viewer: tickets.py) ---------------------------------------
+
+    def _client_key(self, request: web.Request) -> str:
+        """The client's key (header, else cookie); a new one (sent back as a cookie) if it has none."""
+        key = valid_client_key(request.headers.get(KEY_HEADER)) or valid_client_key(request.cookies.get(KEY_COOKIE))
+        if key is None:
+            key = request[_NEW_KEY] = new_client_key()
+        return key
+
+    @staticmethod
+    def _held(ticket: AdmittedTicket, key: str) -> bool:
+        """Whether the ticket is this client's; a copied one is counted and not honoured."""
+        if ticket.held_by(key):
+            return True
+        metrics.ADMISSION_INVALID_TICKETS.labels("copied").inc()
+        return False
 
     # ---- HTTP: guarding media -----------------------------------------------------------------
 
@@ -299,27 +327,33 @@ class Admission:
     async def check(self, request: web.Request) -> web.StreamResponse | None:
         """None: serve the request (a renewed or new ticket to attach is left in the request, see
         `attach_ticket`). Otherwise the waiting-room answer to send instead."""
-        if request.method == "OPTIONS" or not self.guards(request.path):
+        if not self.guards(request.path):
             return None
+        if request.method == "OPTIONS":  # a preflight: answered here unless the route answers its own
+            unrouted = isinstance(request.match_info.http_exception, web.HTTPMethodNotAllowed)
+            return web.Response(status=204, headers=_MEDIA_PREFLIGHT) if unrouted else None
         if self._bypass is not None and self._bypass(request):
             return None
         now = time.time()
         queue_ticket = None
+        key = self._client_key(request)
         for text in (request.query.get(TICKET_PARAM), request.headers.get(TICKET_HEADER),
                      request.cookies.get(TICKET_COOKIE), request.cookies.get(QUEUE_COOKIE)):
             ticket = self._verified(text, now)
             if ticket is None:
                 continue
             if isinstance(ticket, AdmittedTicket):
+                if not self._held(ticket, key):
+                    continue
                 self._touch(ticket.id)
                 if ticket.expires - now < self.settings.ticket_ttl / 2:
-                    request[_RENEWED] = self._signer.admitted(ticket.id, now + self.settings.ticket_ttl)
+                    request[_RENEWED] = self._signer.admitted(ticket.id, now + self.settings.ticket_ttl, ticket.binding)
                 return None  # admitted viewers are served, whatever the load now
             queue_ticket = queue_ticket or ticket
         if not self.enforced:
             return None
         # No valid ticket: an implicit arrival (a player that did not ask /api/admission first).
-        decision, ticket = await self._decide(queue_ticket)
+        decision, ticket = await self._decide(queue_ticket, key)
         if decision.admitted:
             request[_RENEWED] = ticket
             return None
@@ -330,6 +364,7 @@ class Admission:
         ticket = request.get(_RENEWED)
         if not ticket or response.prepared:
             return
+        self._set_key_cookie(request, response)
         response.headers[TICKET_HEADER] = ticket
         response.headers["Access-Control-Expose-Headers"] = _CORS["Access-Control-Expose-Headers"]
         # A per-viewer cookie must never be stored by a shared cache for everyone.
@@ -352,8 +387,9 @@ class Admission:
 
     # ---- decisions ----------------------------------------------------------------------------
 
-    async def _decide(self, queue_ticket: QueueTicket | None) -> tuple[Decision, str | None]:
-        """One admission decision; returns it with the ticket to hand out (admitted or queue)."""
+    async def _decide(self, queue_ticket: QueueTicket | None, key: str) -> tuple[Decision, str | None]:
+        """One admission decision; returns it with the ticket to hand out (admitted or queue, the
+        admitted one bound to `key`)."""
         settings = self.settings
         ticket_id = new_ticket_id()
         allow = not (self.enforced and self._lag.lagging())
@@ -381,7 +417,7 @@ class Admission:
             metrics.ADMISSION_ADMITTED.labels("queue" if decision.from_queue else "direct").inc()
             if decision.from_queue and queue_ticket is not None:
                 metrics.ADMISSION_QUEUE_WAIT.observe(max(0.0, now - queue_ticket.issued_ms / 1000))
-            return decision, self._signer.admitted(ticket_id, now + settings.ticket_ttl)
+            return decision, self._signer.admitted(ticket_id, now + settings.ticket_ttl, bind(key))
         metrics.ADMISSION_REFUSED.labels(decision.reason or "capacity").inc()
         if decision.seq is None:
             return decision, None
@@ -391,7 +427,7 @@ class Admission:
 
     def _renew(self, ticket: AdmittedTicket, now: float) -> str:
         self._touch(ticket.id)
-        return self._signer.admitted(ticket.id, now + self.settings.ticket_ttl)
+        return self._signer.admitted(ticket.id, now + self.settings.ticket_ttl, ticket.binding)
 
     def _touch(self, ticket_id: str) -> None:
         self._local.active.touch(ticket_id, time.monotonic() + self.settings.ticket_ttl)
@@ -408,7 +444,8 @@ class Admission:
             metrics.ADMISSION_INVALID_TICKETS.labels(error.reason).inc()
             return None
 
-    def _from_cookies(self, request: web.Request, now: float) -> tuple[AdmittedTicket | None, QueueTicket | None]:
+    def _from_cookies(self, request: web.Request, now: float,
+                      key: str) -> tuple[AdmittedTicket | None, QueueTicket | None]:
         """Cookies are ours, so an unreadable one (an old secret) is ignored rather than refused."""
         admitted = queued = None
         for name in (TICKET_COOKIE, QUEUE_COOKIE):
@@ -416,12 +453,19 @@ class Admission:
             if ticket is None:
                 continue
             if isinstance(ticket, AdmittedTicket):
-                admitted = admitted or ticket
+                if self._held(ticket, key):
+                    admitted = admitted or ticket
             else:
                 queued = queued or ticket
         return admitted, queued
 
     # ---- responses ----------------------------------------------------------------------------
+
+    def _set_key_cookie(self, request: web.Request, response: web.StreamResponse) -> None:
+        key = request.get(_NEW_KEY)
+        if key:
+            response.set_cookie(KEY_COOKIE, key, path="/", httponly=True, samesite="Lax",
+                                max_age=int(self.settings.ticket_ttl) * 60, secure=request.secure or None)
 
     def _admitted(self, request: web.Request, ticket: str) -> web.Response:
         response = web.json_response(
@@ -430,6 +474,7 @@ class Admission:
             headers=_NO_STORE,
         )
         self._set_ticket_cookie(request, response, ticket)
+        self._set_key_cookie(request, response)
         if QUEUE_COOKIE in request.cookies:
             response.del_cookie(QUEUE_COOKIE, path="/")
         return response
@@ -444,12 +489,13 @@ class Admission:
         if ticket is not None:
             response.set_cookie(QUEUE_COOKIE, ticket, path="/", httponly=True, samesite="Lax",
                                 max_age=decision.retry_after + int(self.settings.queue_grace),
-                                secure=_secure(request) or None)
+                                secure=request.secure or None)
+        self._set_key_cookie(request, response)
         return response
 
     def _set_ticket_cookie(self, request: web.Request, response: web.StreamResponse, ticket: str) -> None:
         response.set_cookie(TICKET_COOKIE, ticket, path="/", httponly=True, samesite="Lax",
-                            max_age=int(self.settings.ticket_ttl), secure=_secure(request) or None)
+                            max_age=int(self.settings.ticket_ttl), secure=request.secure or None)
 
     # ---- background: expiry, heartbeat, Redis health ------------------------------------------
 
@@ -578,6 +624,3 @@ async def _read_json_object(request: web.Request) -> dict | web.Response:
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=_NO_STORE)
 
-
-def _secure(request: web.Request) -> bool:
-    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"

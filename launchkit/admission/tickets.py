@@ -2,8 +2,15 @@
 
 Two kinds, both short ASCII strings safe in a cookie, a header, a JSON field or a query parameter:
 
-    a.<id>.<expires>.<sig>               admitted: a viewer slot, valid until <expires> (unix seconds)
+    a.<id>.<expires>.<binding>.<sig>     admitted: a viewer slot, valid until <expires> (unix seconds),
+                                         for the client holding the key whose hash is <binding>
     q.<scope>.<seq>.<issued_ms>.<sig>    queued: place <seq> in the queue named <scope>
+
+One ticket, one viewer: an admitted ticket is bound to a client key that the ticket does not
+contain (only a hash of it) and that never travels in a URL: the page keeps a random key in
+sessionStorage and sends it as the `Launchkit-Key` header; clients without script (native HLS,
+curl) get it as an HttpOnly cookie. A ticket copied into someone else's `?t=` comes without the
+key, so it admits nobody else: that client is a new arrival (and waits in line at capacity).
 
 Validation is stateless (signature, then expiry), so an admitted viewer is honoured by every edge
 and keeps being served while Redis is down (fail open for admitted viewers). The admitted ticket is
@@ -24,6 +31,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from launchkit.auth import check_strength
+
 MAX_TICKET_LENGTH = 256
 MIN_SECRET_LENGTH = 16
 SECRET_ENV = "LAUNCHKIT_ADMISSION_SECRET"
@@ -32,6 +41,8 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{16}$")
 _SCOPE = re.compile(r"^[a-z0-9]{1,16}$")
 _DIGITS = re.compile(r"^[0-9]{1,15}$")
 _SIG = re.compile(r"^[A-Za-z0-9_-]{24}$")
+_BINDING = re.compile(r"^[A-Za-z0-9_-]{16}$")
+CLIENT_KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 class TicketError(ValueError):
@@ -46,6 +57,10 @@ class TicketError(ValueError):
 class AdmittedTicket:
     id: str
     expires: int
+    binding: str
+
+    def held_by(self, client_key: str | None) -> bool:
+        return client_key is not None and hmac.compare_digest(self.binding, bind(client_key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +74,20 @@ def new_ticket_id() -> str:
     return secrets.token_urlsafe(12)  # 16 characters, 96 random bits
 
 
+def new_client_key() -> str:
+    return secrets.token_urlsafe(16)  # 22 characters, 128 random bits
+
+
+def valid_client_key(text: str | None) -> str | None:
+    return text if text and CLIENT_KEY.match(text) else None
+
+
+def bind(client_key: str) -> str:
+    """What an admitted ticket carries of its client's key: a hash, so the ticket never reveals it."""
+    digest = hashlib.sha256(b"launchkit client key\x00" + client_key.encode("ascii")).digest()[:12]
+    return base64.urlsafe_b64encode(digest).decode("ascii")  # 16 characters
+
+
 class TicketSigner:
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys or any(len(key) < MIN_SECRET_LENGTH for key in keys):
@@ -69,8 +98,8 @@ class TicketSigner:
         digest = hmac.new(key, _DOMAIN + body.encode("ascii"), hashlib.sha256).digest()[:18]
         return base64.urlsafe_b64encode(digest).decode("ascii")  # 24 characters, no padding
 
-    def admitted(self, ticket_id: str, expires: float) -> str:
-        body = f"a.{ticket_id}.{math.ceil(expires)}"  # rounded up: never shorter than asked
+    def admitted(self, ticket_id: str, expires: float, binding: str) -> str:
+        body = f"a.{ticket_id}.{math.ceil(expires)}.{binding}"  # rounded up: never shorter than asked
         return f"{body}.{self._sign(body, self._keys[0])}"
 
     def queued(self, scope: str, seq: int, issued_ms: int) -> str:
@@ -83,8 +112,8 @@ class TicketSigner:
             raise TicketError("malformed", "malformed ticket")
         parts = text.split(".")
         kind = parts[0]
-        if kind == "a" and len(parts) == 4:
-            ok = bool(_ID.match(parts[1]) and _DIGITS.match(parts[2]))
+        if kind == "a" and len(parts) == 5:
+            ok = bool(_ID.match(parts[1]) and _DIGITS.match(parts[2]) and _BINDING.match(parts[3]))
         elif kind == "q" and len(parts) == 5:
             ok = bool(_SCOPE.match(parts[1]) and _DIGITS.match(parts[2]) and _DIGITS.match(parts[3]))
         else:
@@ -98,7 +127,7 @@ class TicketSigner:
             expires = int(parts[2])
             if expires <= now:
                 raise TicketError("expired", "ticket expired")
-            return AdmittedTicket(parts[1], expires)
+            return AdmittedTicket(parts[1], expires, parts[3])
         return QueueTicket(parts[1], int(parts[2]), int(parts[3]))
 
 
@@ -108,9 +137,10 @@ def admission_secrets(environ: Mapping[str, str], ops_token: str) -> list[bytes]
     key too, and a ticket is never signed with the ops token itself."""
     raw = environ.get(SECRET_ENV, "").strip()
     if raw:
-        keys = [part.strip().encode() for part in raw.split(",") if part.strip()]
-        short = [i for i, key in enumerate(keys) if len(key) < MIN_SECRET_LENGTH]
-        if not keys or short:
+        secrets_ = [part.strip() for part in raw.split(",") if part.strip()]
+        if not secrets_:
             raise ValueError(f"{SECRET_ENV}: each secret needs at least {MIN_SECRET_LENGTH} characters")
-        return keys
+        for secret in secrets_:
+            check_strength(SECRET_ENV, secret, MIN_SECRET_LENGTH)
+        return [secret.encode() for secret in secrets_]
     return [hmac.new(ops_token.encode(), b"launchkit admission ticket key", hashlib.sha256).digest()]

@@ -18,8 +18,9 @@ SDP_TYPE = "application/sdp"
 MAX_OFFER_BYTES = 64 * 1024
 
 CORS_HEADERS = cors(expose=("Location", "ETag"))
+# Launchkit-Key: the viewer's admission key (launchkit/admission/tickets.py) rides along WHEP offers.
 PREFLIGHT_HEADERS = {
-    **preflight(("POST", "DELETE", "PATCH", "OPTIONS"), headers=("Authorization", "Content-Type"),
+    **preflight(("POST", "DELETE", "PATCH", "OPTIONS"), headers=("Authorization", "Content-Type", "Launchkit-Key"),
                 expose=("Location", "ETag")),
     "Accept-Post": SDP_TYPE,
 }

@@ -1,7 +1,9 @@
 """Admission control and the waiting room, on real aiohttp servers (in process) and a real redis-server.
 
 Every viewer is a separate client without a cookie jar; tickets are passed explicitly, as the page
-does with ?t= and the JSON body. Traffic goes to 127.0.0.1 only; every wait is bounded.
+does with ?t= and the JSON body, with the viewer's own client key in the Launchkit-Key header (the
+page keeps one key for all its tickets: `KEY_OF` follows a viewer's key from ticket to ticket).
+Traffic goes to 127.0.0.1 only; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from launchkit.admission import Admission, AdmissionSettings, admission_secrets
 from launchkit.admission.state import LocalQueue
-from launchkit.admission.tickets import TicketSigner
+from launchkit.admission.tickets import TicketSigner, bind, new_client_key
 from tests.conftest import RedisProcess
 
 KEYS = [b"test-admission-secret-0123456789"]
@@ -101,16 +103,36 @@ class Answer:
         return self.body.get("ticket")
 
 
+KEY_OF: dict[str, str] = {}  # ticket -> the key of the viewer holding it
+
+
+def _key_headers(ticket: str | None, headers: dict | None = None) -> tuple[str, dict]:
+    key = KEY_OF.get(ticket or "") or new_client_key()
+    return key, {"Launchkit-Key": key, **(headers or {})}
+
+
+def _remember(key: str, *tickets: str | None) -> None:
+    for ticket in tickets:
+        if ticket:
+            KEY_OF[ticket] = key
+
+
 async def ask(session: aiohttp.ClientSession, server: TestServer, ticket: str | None = None, **kwargs) -> Answer:
     payload = kwargs.pop("data", json.dumps({"ticket": ticket}) if ticket else None)
-    async with session.post(server.make_url("/api/admission"), data=payload, **kwargs) as response:
-        return Answer(response.status, dict(response.headers), await response.json())
+    key, headers = _key_headers(ticket, kwargs.pop("headers", None))
+    async with session.post(server.make_url("/api/admission"), data=payload, headers=headers, **kwargs) as response:
+        answer = Answer(response.status, dict(response.headers), await response.json())
+    _remember(key, answer.ticket)
+    return answer
 
 
 async def fetch_media(session, server, ticket: str | None = None, path: str = "/hls/720p/1.m4s"):
     params = {"t": ticket} if ticket else None
-    async with session.get(server.make_url(path), params=params) as response:
-        return response.status, dict(response.headers), await response.read()
+    key, headers = _key_headers(ticket)
+    async with session.get(server.make_url(path), params=params, headers=headers) as response:
+        result = response.status, dict(response.headers), await response.read()
+    _remember(key, result[1].get("Launchkit-Ticket"))
+    return result
 
 
 async def arrivals(session, servers: list[TestServer], batches: int, size: int) -> list[list[Answer]]:
@@ -383,8 +405,9 @@ async def test_admitted_viewers_keep_their_stream_over_capacity_and_bad_tickets_
 
         signer = TicketSigner(KEYS)
         forged = a.ticket[:-4] + ("AAAA" if not a.ticket.endswith("AAAA") else "BBBB")
-        expired = signer.admitted(a.ticket.split(".")[1], time.time() - 1)
-        other_secret = TicketSigner([b"some-other-deployment-secret!!"]).admitted("x" * 16, time.time() + 60)
+        expired = signer.admitted(a.ticket.split(".")[1], time.time() - 1, a.ticket.split(".")[3])
+        other_secret = TicketSigner([b"some-other-deployment-secret!!"]).admitted("x" * 16, time.time() + 60,
+                                                                                  bind(new_client_key()))
         for bad in (forged, expired, other_secret, "a.garbage", "q.g.1.1.xxxxxxxxxxxxxxxxxxxxxxxx"):
             status, _, body = await fetch_media(session, server, bad)
             assert status == 429 and json.loads(body)["admitted"] is False, bad
@@ -405,7 +428,8 @@ async def test_tickets_are_renewed_while_the_viewer_fetches_media_and_implicit_a
         fresh = (await ask(session, server)).ticket
         status, headers, _ = await fetch_media(session, server, fresh)
         assert status == 200 and "Launchkit-Ticket" not in headers  # more than half its life left
-        ageing = signer.admitted(fresh.split(".")[1], time.time() + 10)
+        ageing = signer.admitted(fresh.split(".")[1], time.time() + 10, fresh.split(".")[3])
+        _remember(KEY_OF[fresh], ageing)
         status, headers, _ = await fetch_media(session, server, ageing)
         renewed = headers["Launchkit-Ticket"]
         assert status == 200 and renewed.split(".")[1] == fresh.split(".")[1]
@@ -549,10 +573,11 @@ def test_secret_comes_from_the_environment_or_the_ops_token():
     assert derived == admission_secrets({}, "ops-token-0123456789") != admission_secrets({}, "other-ops-token-xyz")
     assert derived[0] != b"ops-token-0123456789"
     keys = admission_secrets({"LAUNCHKIT_ADMISSION_SECRET": "new-secret-0123456789,old-secret-0123456789"}, "x")
-    old = TicketSigner(keys[1:]).admitted("abcdefghijklmnop", time.time() + 60)
+    old = TicketSigner(keys[1:]).admitted("abcdefghijklmnop", time.time() + 60, bind(new_client_key()))
     assert TicketSigner(keys).verify(old, time.time()).id == "abcdefghijklmnop"  # rotation
-    with pytest.raises(ValueError, match="LAUNCHKIT_ADMISSION_SECRET"):
-        admission_secrets({"LAUNCHKIT_ADMISSION_SECRET": "short"}, "x")
+    for weak in ("short", "a" * 40, "0123456789012345"):
+        with pytest.raises(ValueError, match="LAUNCHKIT_ADMISSION_SECRET"):
+            admission_secrets({"LAUNCHKIT_ADMISSION_SECRET": weak}, "x")
 
 
 # ---- the page: waiting-room.js in headless Chromium ------------------------------------------------
