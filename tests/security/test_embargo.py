@@ -20,7 +20,8 @@ from launchkit.web import middleware
 from launchkit.web.credentials import edge_credential
 from loadtests.target import start_launchkit
 from stream.bus import PacketBus
-from stream.webrtc.feed import PATH as FEED, FeedServer
+from stream.webrtc.feed import PATH as FEED
+from stream.webrtc.feed import FeedServer
 from tests.conftest import EDGE_TOKEN, fetch, fetch_metrics
 from tests.security.conftest import assert_no_traceback
 from tests.stream.relay.harness import start_edge, stop_all
