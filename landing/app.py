@@ -150,10 +150,8 @@ class LandingPage:
 
 
 def _site(request: web.Request) -> str:
-    """scheme://host the viewer used; behind a TLS terminator, from its X-Forwarded-Proto."""
-    forwarded = request.headers.get("X-Forwarded-Proto", "").lower()
-    scheme = forwarded if forwarded in ("http", "https") else request.scheme
-    return f"{scheme}://{request.host}"
+    """scheme://host the viewer used (behind a trusted TLS terminator, the scheme it says: launchkit.web.clients)."""
+    return f"{request.scheme}://{request.host}"
 
 
 def _matches(if_none_match: str, etag: str) -> bool:

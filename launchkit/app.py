@@ -210,6 +210,7 @@ def _wall(config: Config, tokens: Tokens, services: Services) -> Wall:
             redis_url=config.redis or None, identity_secret=tokens.ops,
         ),
         is_operator=lambda request: services.ops.is_operator(request),
+        require_operator=lambda request: services.ops.require(request),
         page_context=lambda: {"title": config.title, "description": config.description},
     )
 

@@ -163,8 +163,12 @@ class FailedCredentials:
             metrics.AUTH_LOCKED_OUT.labels(credential).inc()
         return wait
 
-    async def failed(self, client: str | None, credential: str) -> None:
-        """Count a failure of `credential` (a bounded label) and hold the answer for `delay` seconds."""
+    def record(self, client: str | None, credential: str) -> None:
+        """Count a failure of `credential` (a bounded label) without holding anything up."""
         self._failures.take(client or "unknown")
         metrics.AUTH_FAILURES.labels(credential).inc()
+
+    async def failed(self, client: str | None, credential: str) -> None:
+        """Count a failure and hold the answer for `delay` seconds."""
+        self.record(client, credential)
         await asyncio.sleep(self.delay)

@@ -282,8 +282,8 @@ WALL_STATES = ("pending", "approved", "rejected", "pinned", "answered")
 WALL_CONNECTORS = ("mastodon", "rss")
 WALL_CONNECTOR_REASONS = ("rate_limited", "server_error", "client_error", "timeout", "unreachable", "too_large",
                           "malformed", "redirect", "internal")
-WALL_REFUSALS = ("too_large", "malformed", "invalid", "rate_limited", "bad_signature", "stale", "replay",
-                 "unavailable")
+WALL_REFUSALS = ("too_large", "malformed", "unsupported", "invalid", "rate_limited", "bad_signature", "stale",
+                 "replay", "unavailable")
 
 WALL_POSTS = Gauge(
     "launchkit_wall_posts", "Wall posts stored, by source and moderation state (origin)", ["source", "state"],

@@ -37,9 +37,21 @@ class OpsConsole:
         self.sessions = OpsSessions(services.tokens.ops, data_dir / "ops_sessions.sqlite3" if data_dir else None)
 
     def is_operator(self, request: web.Request) -> bool:
-        """Whether `request` comes from an operator (no failure is counted: also asked of viewers' requests)."""
-        return (self._services.tokens.is_ops(bearer_token(request.headers.get("Authorization")))
-                or self.sessions.valid(request.cookies.get(COOKIE)))
+        """Whether `request` comes from an operator. Also asked of viewers' requests (which carry no
+        token), so it never waits; but a wrong token counts as a failure and a locked-out client is
+        nobody's operator, so no page that answers differently to operators is a free token oracle."""
+        if self.sessions.valid(request.cookies.get(COOKIE)):
+            return True
+        presented = bearer_token(request.headers.get("Authorization"))
+        if presented is None:
+            return False
+        failures = self._services.failures
+        if failures.locked_out(request.remote, "ops"):
+            return False
+        if self._services.tokens.is_ops(presented):
+            return True
+        failures.record(request.remote, "ops")
+        return False
 
     async def require(self, request: web.Request) -> None:
         """Raises the 401 (after the failure delay) or 429 (locked out) unless an operator asks."""

@@ -41,7 +41,7 @@ from launchkit.wall.connectors.mastodon import MastodonConnector, TagTimeline
 from launchkit.wall.connectors.rss import FeedConnector
 from launchkit.wall.connectors.webhook import WebhookIntake
 from launchkit.wall.fanout import REDIS_ERRORS, Keys, RedisIntake, RedisPublisher, RedisSubscriber, client
-from launchkit.wall.http import NO_STORE, RequestError, error_response, parse_json, read_body, require_json
+from launchkit.wall.http import counted
 from launchkit.wall.moderation import ACTIONS, ActionError, Policy, account_set, target_state
 from launchkit.wall.posts import (
     POST_ID,
@@ -55,9 +55,11 @@ from launchkit.wall.posts import (
     new_post_id,
     parse_submission,
 )
-from launchkit.wall.ratelimit import Limit, RateLimiter
 from launchkit.wall.sse import Hub, StreamSettings
 from launchkit.wall.store import Event, Store
+from launchkit.web.body import JSON, parse_json, read_body, require_content_type
+from launchkit.web.ratelimit import Limit, RateLimiter
+from launchkit.web.refusal import NO_STORE, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ PAGE_HEADERS = {
 }
 
 IsOperator = Callable[[web.Request], bool]
+RequireOperator = Callable[[web.Request], Awaitable[None]]  # raises Refusal (401 after a delay, 429)
 PageContext = Callable[[], dict]
 
 
@@ -112,9 +115,13 @@ class WallSettings:
 
 class Wall:
     def __init__(self, settings: WallSettings, is_operator: IsOperator = lambda request: False, *,
-                 page_context: PageContext | None = None) -> None:
+                 page_context: PageContext | None = None, require_operator: RequireOperator | None = None) -> None:
+        """`is_operator` answers the moderation page (a redirect to sign in otherwise);
+        `require_operator`, when given, guards the moderation API instead of `is_operator` alone: the
+        ops console's check, which delays failed tokens and locks out whoever keeps guessing."""
         self.settings = settings
         self._is_operator = is_operator
+        self._require_operator_hook = require_operator
         self._page_context = page_context or (lambda: {"title": "Live wall", "description": ""})
         self._policy = Policy(settings.moderation, account_set(settings.allow), account_set(settings.block_accounts),
                               tuple(settings.block_words))
@@ -144,18 +151,18 @@ class Wall:
 
     def routes(self) -> list[web.RouteDef]:
         routes = [
-            web.post("/api/wall/posts", self.post_submission),
-            web.get("/api/wall/events", self.hub.handle),
+            web.post("/api/wall/posts", counted(self.post_submission)),
+            web.get("/api/wall/events", counted(self.hub.handle)),
             web.get("/wall", self.wall_page),
         ]
         if self.origin:
             routes += [
-                web.get("/api/ops/wall/queue", self.ops_queue),
-                web.post(r"/api/ops/wall/{id:[A-Za-z0-9_-]{1,32}}/{action:[a-z]{1,16}}", self.ops_action),
+                web.get("/api/ops/wall/queue", counted(self.ops_queue)),
+                web.post(r"/api/ops/wall/{id:[A-Za-z0-9_-]{1,32}}/{action:[a-z]{1,16}}", counted(self.ops_action)),
                 web.get("/ops/wall", self.moderation_page),
             ]
         if self._webhook is not None:
-            routes.append(web.post("/api/wall/webhook", self._webhook.handle))
+            routes.append(web.post("/api/wall/webhook", counted(self._webhook.handle)))
         return routes
 
     async def start(self) -> None:
@@ -262,21 +269,17 @@ class Wall:
     # ---- viewers ------------------------------------------------------------------------------
 
     async def post_submission(self, request: web.Request) -> web.Response:
+        author = self._client_key(request)
+        wait = self._limiter.take(author)
+        if wait:
+            raise Refusal(429, f"too many posts: try again in {wait} s", "rate_limited", {"Retry-After": str(wait)})
         try:
-            wait = self._limiter.take(self._client_key(request))
-            if wait:
-                raise RequestError(429, f"too many posts: try again in {wait} s", "rate_limited",
-                                   {"Retry-After": str(wait)})
-            try:
-                fields = parse_submission(parse_json(await read_body(request, MAX_BODY)))
-            except ValidationError as error:
-                raise RequestError(400, str(error), "invalid") from None
-            candidate = Candidate(source="page", kind=Kind(fields["kind"]), text=fields["text"],
-                                  author=self._client_key(request), name=fields["name"], outlet=fields["outlet"],
-                                  id=new_post_id())
-            await self._submit(candidate)
-        except RequestError as error:
-            return error.response()
+            fields = parse_submission(parse_json(await read_body(request, MAX_BODY)))
+        except ValidationError as error:
+            raise Refusal(400, str(error), "invalid") from None
+        candidate = Candidate(source="page", kind=Kind(fields["kind"]), text=fields["text"], author=author,
+                              name=fields["name"], outlet=fields["outlet"], id=new_post_id())
+        await self._submit(candidate)
         return web.json_response({"id": candidate.id}, status=202, headers=NO_STORE)
 
     async def _submit(self, candidate: Candidate) -> None:
@@ -288,11 +291,13 @@ class Wall:
             await self._intake.submit(candidate)
         except REDIS_ERRORS:
             log.warning("wall: Redis unreachable, a post was refused (503)")
-            raise RequestError(503, "the wall cannot take posts right now, retry shortly", "unavailable",
-                               {"Retry-After": "5"}) from None
+            raise Refusal(503, "the wall cannot take posts right now, retry shortly", "unavailable",
+                          {"Retry-After": "5"}) from None
 
     def _client_key(self, request: web.Request) -> str:
-        """Who posted, as far as bans and rate limits go: a keyed hash of the address (never stored raw)."""
+        """Who posted, as far as bans and rate limits go: a keyed hash of the client's address (never
+        stored raw). `request.remote` is the client's address behind `--trusted-proxies` (the
+        TrustedProxies middleware rewrites it), so viewers behind one ingress are told apart."""
         address = (request.remote or "unknown").encode()
         return "page:" + hmac.new(self._identity, address, hashlib.sha256).hexdigest()[:16]
 
@@ -302,7 +307,7 @@ class Wall:
     # ---- operators ----------------------------------------------------------------------------
 
     async def ops_queue(self, request: web.Request) -> web.Response:
-        self._require_operator(request)
+        await self._require_operator(request)
         assert self.store is not None
         queue = await self.store.queue(500)
         return web.json_response({
@@ -313,22 +318,19 @@ class Wall:
         }, headers=NO_STORE, dumps=dumps)
 
     async def ops_action(self, request: web.Request) -> web.Response:
-        self._require_operator(request)
+        await self._require_operator(request)
         action = request.match_info["action"]
         post_id = request.match_info["id"]
         if action not in ACTIONS or not POST_ID.match(post_id):
-            return error_response(404, f"unknown action; expected one of {', '.join(ACTIONS)}")
-        try:
-            require_json(request)
-            await read_body(request, 1024)
-        except RequestError as error:
-            return error.response()
+            raise Refusal(404, f"unknown action; expected one of {', '.join(ACTIONS)}", "not_found")
+        require_content_type(request, JSON)  # state changes take JSON only: no cross-site form (CSRF)
+        await read_body(request, 1024)
         try:
             post = await self.moderate(post_id, action)
         except ActionError as error:
-            return error_response(409, str(error))
+            raise Refusal(409, str(error), "conflict") from None
         if post is None:
-            return error_response(404, "no such post")
+            raise Refusal(404, "no such post", "not_found")
         return web.json_response(post.moderation(), headers=NO_STORE, dumps=dumps)
 
     async def moderation_page(self, request: web.Request) -> web.Response:
@@ -336,13 +338,12 @@ class Wall:
             raise web.HTTPSeeOther("/ops")  # the console's sign-in form, then back here
         return self._render("wall_moderation.html", request, "no-store")
 
-    def _require_operator(self, request: web.Request) -> None:
-        if not self._is_operator(request):
-            raise web.HTTPUnauthorized(
-                text='{"error": "ops token required (Authorization: Bearer <LAUNCHKIT_OPS_TOKEN>)"}',
-                content_type="application/json",
-                headers={"WWW-Authenticate": 'Bearer realm="launchkit-ops"', **NO_STORE},
-            )
+    async def _require_operator(self, request: web.Request) -> None:
+        if self._require_operator_hook is not None:
+            await self._require_operator_hook(request)
+        elif not self._is_operator(request):
+            raise Refusal(401, "ops token required (Authorization: Bearer <LAUNCHKIT_OPS_TOKEN>)", "unauthorized",
+                          {"WWW-Authenticate": 'Bearer realm="launchkit-ops"'})
 
     def _render(self, template: str, request: web.Request, cache: str) -> web.Response:
         response = aiohttp_jinja2.render_template(template, request, self._page_context())

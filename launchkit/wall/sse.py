@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,15 +25,18 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from launchkit import metrics
-from launchkit.wall.posts import dumps
 from launchkit.wall.store import Event
+from launchkit.web.cors import cors
+from launchkit.web.refusal import Refusal
 
 log = logging.getLogger(__name__)
 
 # What a too-old Last-Event-ID can be resumed from (None: not any more: send a snapshot instead).
 Backfill = Callable[[int, int], Awaitable["list[Event] | None"]]
 _HEARTBEAT = b": keep-alive\n\n"
-_MAX_ID_DIGITS = 18
+# ASCII digits only ([0-9], not \d nor str.isdigit: "²" is a digit to both and not to int()), at
+# most 18 of them (fits SQLite's integer).
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +171,10 @@ class Hub:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         last_id = _last_event_id(request)
         if self._closing or len(self._clients) >= self.settings.max_clients:
-            return web.json_response({"error": "wall stream at capacity, retry shortly"}, status=503,
-                                     headers={"Retry-After": "5", "Cache-Control": "no-store"})
+            raise Refusal(503, "wall stream at capacity, retry shortly", "unavailable", {"Retry-After": "5"})
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache, no-transform",
-            "X-Accel-Buffering": "no", "Access-Control-Allow-Origin": "*",
+            "X-Accel-Buffering": "no", **cors(),
         })
         client = _Client(asyncio.Queue(self.settings.queue_size), request.transport)
         # Registered before the backlog is computed, with no await in between: nothing published
@@ -230,7 +233,6 @@ def _last_event_id(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > _MAX_ID_DIGITS:
-        raise web.HTTPBadRequest(text=dumps({"error": "Last-Event-ID must be a wall event id (digits)"}),
-                                 content_type="application/json")
+    if not _EVENT_ID.fullmatch(raw):
+        raise Refusal(400, "Last-Event-ID must be a wall event id (digits)", "malformed")
     return int(raw)

@@ -44,6 +44,8 @@ def parse_json(body: bytes) -> object:
         return json.loads(text)
     except ValueError as error:
         raise Refusal(400, f"malformed JSON: {error}", "malformed") from None
+    except RecursionError:  # `[[[[…` of a few kB: deeper than the parser recurses
+        raise Refusal(400, "malformed JSON: nested too deeply", "malformed") from None
 
 
 def require_content_type(request: web.Request, *types: str) -> None:

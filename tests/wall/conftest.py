@@ -1,5 +1,6 @@
 """Wall test helpers: a real aiohttp server in process with the wall mounted the way the origin and
-edges mount it, an SSE reader, and the ops token. Loopback only; every wait is bounded."""
+edges mount it (behind the same middlewares as launchkit/app.py: trusted proxies, then `observe`),
+an SSE reader, and the ops token. Loopback only; every wait is bounded."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from launchkit.auth import Tokens, bearer_token
 from launchkit.config import Config
 from launchkit.wall.service import Wall, WallSettings
 from launchkit.wall.sse import StreamSettings
+from launchkit.web import middleware
+from launchkit.web.clients import Network, TrustedProxies
 
 TOKENS = Tokens.from_values("publish-token-0123456789", "ops-token-0123456789abcdef")
 OPS = {"Authorization": f"Bearer {TOKENS.ops}", "Content-Type": "application/json"}
@@ -41,10 +44,12 @@ def settings(database: Path | None = None, **changes) -> WallSettings:
 
 
 @contextlib.asynccontextmanager
-async def serve(wall_settings: WallSettings):
+async def serve(wall_settings: WallSettings, trusted_proxies: tuple[Network, ...] = (), **wall_options):
     """The wall on a real server at http://127.0.0.1:PORT, started and stopped like in the apps."""
-    wall = Wall(wall_settings, is_operator, page_context=lambda: {"title": "Wall test", "description": ""})
-    app = web.Application(client_max_size=1024)
+    wall = Wall(wall_settings, is_operator, page_context=lambda: {"title": "Wall test", "description": ""},
+                **wall_options)
+    app = web.Application(middlewares=[TrustedProxies(trusted_proxies).middleware, middleware.observe],
+                          client_max_size=1024)
     LandingPage(Config.for_role("demo", {}), _NoStatus()).setup(app)
     wall.setup(app)
     app.add_routes(wall.routes())

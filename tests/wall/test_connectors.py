@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -14,9 +15,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import REGISTRY
+from yarl import URL
 
-from launchkit.wall.connectors import FetchError
-from launchkit.wall.connectors.mastodon import MastodonConnector, TagTimeline
+from launchkit.wall.connectors import MAX_RESPONSE, FetchError, fetch
+from launchkit.wall.connectors.mastodon import FIRST_PAGE, MastodonConnector, TagTimeline
 from launchkit.wall.connectors.rss import parse_feed
 from tests.wall.conftest import serve, settings
 
@@ -70,6 +72,12 @@ class FakeMastodon:
             return web.json_response({"error": "Too many requests"}, status=429, headers={**headers, "Retry-After": "0"})
         if fault == "malformed":
             return web.Response(text='[{"id": "1", "content": ', content_type="application/json", headers=headers)
+        if fault == "nested":
+            return web.Response(body=b"[" * 100_000, content_type="application/json", headers=headers)
+        if fault == "429 ²":  # digits to str.isdigit(), not to int()
+            return web.json_response({"error": "Too many requests"}, status=429, headers={"Retry-After": "²"})
+        if fault == "remaining ²":
+            headers["X-RateLimit-Remaining"] = "²"
         limit = min(40, int(request.query.get("limit", "20")))
         ordered = sorted(self.statuses, key=lambda s: int(s["id"]))
         if "min_id" in request.query:
@@ -234,3 +242,129 @@ async def test_feeds_are_polled_conditionally_and_malformed_ones_retried(tmp_pat
         assert ("rss", '"rss-v1"') in hits and ("atom", '"atom-v1"') in hits  # conditional GETs after the first
     finally:
         await server.close()
+
+
+def full_status(n: int, host: str) -> dict:
+    """A status the size Mastodon really sends (~6 kB): the account's bio, profile fields, emojis,
+    a media attachment with its metadata and a preview card."""
+    bio = "<p>Tech reporter covering launches, chips and the companies behind them. " * 45 + "</p>"
+    return status(
+        n, host, content=f"<p>Launch post {n}: " + "live from the keynote, the box looks great. " * 20 + "</p>",
+        account={"id": str(n), "username": "alice", "acct": "alice", "display_name": "Alice :verified:",
+                 "url": f"https://{host}/@alice", "note": bio, "avatar": f"https://{host}/avatars/{'a' * 64}.png",
+                 "fields": [{"name": f"field {i}", "value": f"<a href=\"https://{host}/{i}\">link {i}</a>"}
+                            for i in range(4)],
+                 "emojis": [{"shortcode": "verified", "url": f"https://{host}/emoji/{'e' * 64}.png"}]},
+        media_attachments=[{"id": str(n), "type": "image", "url": f"https://{host}/media/{'m' * 64}.jpg",
+                            "meta": {"original": {"width": 1920, "height": 1080, "size": "1920x1080"},
+                                     "small": {"width": 640, "height": 360}},
+                            "description": "The box on stage " * 10, "blurhash": "U" * 30}],
+        card={"url": f"https://{host}/article", "title": "Hands-on", "description": "First look " * 30},
+    )
+
+
+async def test_a_real_size_mastodon_answer_arriving_in_pieces_is_read_whole(tmp_path):
+    """~125 kB per answer, sent in 16 kB pieces 30 ms apart, with Content-Length and chunked: a
+    single read() returned the first piece only (rejected as malformed JSON)."""
+    sizes: dict[str, int] = {}
+
+    async def timeline(request: web.Request) -> web.StreamResponse:
+        tag = request.match_info["tag"]
+        offset = 0 if tag == "chunked" else 1000
+        host = request.host
+        body = json.dumps([full_status(offset + n, host) for n in range(int(request.query["limit"]))][::-1]).encode()
+        sizes[tag] = len(body)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if tag == "chunked":
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = len(body)
+        await response.prepare(request)
+        for start in range(0, len(body), 16384):
+            await response.write(body[start:start + 16384])
+            await asyncio.sleep(0.03)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/timelines/tag/{tag}", timeline)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        async with serve(settings(tmp_path / "w.sqlite3", moderation="auto")) as (_, wall), \
+                aiohttp.ClientSession() as session:
+            for tag in ("chunked", "length"):
+                timeline_ = TagTimeline.parse(f"http://127.0.0.1:{server.port}#{tag}")
+                await MastodonConnector(timeline_, session, wall.store, wall.take, interval=30).poll()
+            print(f"\nanswers of {sizes} bytes, in 16 kB pieces 30 ms apart")
+            assert all(size > 120_000 for size in sizes.values()), sizes
+            assert await stored(wall, "mastodon") == 2 * FIRST_PAGE
+    finally:
+        await server.close()
+
+
+async def test_answers_over_the_cap_are_refused_without_reading_them_whole():
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if name == "declared":
+            response.content_length = 3 * MAX_RESPONSE  # then sends a little, and waits
+        else:
+            response.enable_chunked_encoding()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(3 * MAX_RESPONSE // 65536):
+                await response.write(b" " * 65536)
+                if name == "declared":
+                    await asyncio.sleep(10)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{name}", big)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for name in ("declared", "chunked"):
+                started = time.monotonic()
+                with pytest.raises(FetchError) as caught:
+                    await fetch(session, f"http://127.0.0.1:{server.port}/{name}")
+                assert caught.value.reason == "too_large"
+                assert time.monotonic() - started < 5  # refused, not waited for
+            within = await fetch(session, f"http://127.0.0.1:{server.port}/chunked", max_bytes=4 * MAX_RESPONSE)
+            assert len(within.body) == 3 * MAX_RESPONSE // 65536 * 65536
+    finally:
+        await server.close()
+
+
+FEEDS_WITHOUT_DTD = {
+    "RSS 2.0, UTF-8": RSS,
+    "RSS 2.0, UTF-16 LE (BOM)": RSS.decode().replace("UTF-8", "UTF-16").encode("utf-16"),
+    "Atom, UTF-16 BE (BOM)": ("\ufeff" + ATOM.decode().replace("utf-8", "UTF-16")).encode("utf-16-be"),
+    "RSS 1.0, UTF-16, no declaration": RDF.decode().replace('<?xml version="1.0"?>\n', "").encode("utf-16"),
+}
+
+
+async def test_feeds_without_a_dtd_are_read_in_utf8_and_utf16(tmp_path):
+    async def feed(request: web.Request) -> web.Response:
+        return web.Response(body=FEEDS_WITHOUT_DTD[request.query["name"]], content_type="application/xml")
+
+    app = web.Application()
+    app.router.add_get("/feed", feed)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    urls = tuple(str(URL(f"http://127.0.0.1:{server.port}/feed").with_query(name=name)) for name in FEEDS_WITHOUT_DTD)
+    try:
+        async with serve(settings(tmp_path / "w.sqlite3", moderation="auto", feed_interval=30,
+                                  feeds=urls)) as (_, wall):
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and await stored(wall, "rss") < 4:
+                await asyncio.sleep(0.05)
+            texts = sorted(p.text for p in await wall.store.visible(20))
+    finally:
+        await server.close()
+    # The two RSS 2.0 feeds are two sources (two URLs) with the same items: 2 + 2 + 1 + 1.
+    assert texts == ["Live now: Watch it", "Price & availability: Cheaper than expected",
+                     "Price & availability: Cheaper than expected", "RDF item",
+                     "The box ships in May: Hands-on first look.", "The box ships in May: Hands-on first look."]

@@ -2,6 +2,14 @@
 
 Pollers (Mastodon, RSS/Atom) share one HTTP fetch with a size cap and timeouts, one way to classify
 failures for the metrics, and one backoff: exponential with jitter after errors, reset on success.
+
+The fetch reads the whole body, chunk by chunk as it arrives, and stops as soon as it is over the
+cap (a single `read(n)` returns what has arrived so far, not the body: a 121 kB answer came back cut
+at 16 kB). Redirects are followed by hand, at most MAX_REDIRECTS of them and only on the host
+configured by the operator (same scheme and port, or an http→https upgrade to port 443): a source
+must not be able to send the connector to another host or port (SSRF: `302 Location:
+http://127.0.0.1:6379/`, a cloud metadata address, an internal service). Anything else is a counted
+`redirect` error.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +25,7 @@ from typing import Awaitable, Callable
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from launchkit import metrics
 from launchkit.wall.posts import Candidate
@@ -25,7 +35,10 @@ log = logging.getLogger(__name__)
 Take = Callable[[Candidate], Awaitable[None]]  # store and moderate one post (raises store.Duplicate)
 MAX_RESPONSE = 2 * 1024 * 1024
 MAX_RATE_WAIT = 900.0  # never sleep longer than this on a server's say-so
+MAX_REDIRECTS = 3
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "Launchkit social wall (+https://github.com/launchkit)"
+WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() also says yes to "²", int() does not
 
 
 class FetchError(Exception):
@@ -45,30 +58,77 @@ class Fetched:
 
 async def fetch(session: aiohttp.ClientSession, url: str, *, params: dict | None = None,
                 headers: dict | None = None, max_bytes: int = MAX_RESPONSE) -> Fetched:
-    """GET `url`; 2xx/304 are returned, anything else raises FetchError with a reason label."""
+    """GET `url` (following same-host redirects); 2xx/304 are returned, anything else raises
+    FetchError with a reason label."""
+    target = URL(url).update_query(params) if params else URL(url)
     try:
-        async with session.get(url, params=params, headers={"User-Agent": USER_AGENT, **(headers or {})},
-                               allow_redirects=True, max_redirects=3) as response:
-            if response.status == 429:
-                raise FetchError("rate_limited", "429 Too Many Requests", retry_after_seconds(response.headers))
-            if response.status >= 500:
-                raise FetchError("server_error", f"HTTP {response.status}", retry_after_seconds(response.headers))
-            if response.status >= 400:
-                raise FetchError("client_error", f"HTTP {response.status}")
-            body = await response.content.read(max_bytes + 1)
-            if len(body) > max_bytes:
-                raise FetchError("too_large", f"response over {max_bytes} bytes")
-            return Fetched(response.status, response.headers, body)
+        for _ in range(MAX_REDIRECTS + 1):
+            async with session.get(target, headers={"User-Agent": USER_AGENT, **(headers or {})},
+                                   allow_redirects=False) as response:
+                if response.status in REDIRECTS:
+                    target = redirect_target(target, response.headers.get("Location"))
+                    continue
+                _check_status(response)
+                return Fetched(response.status, response.headers, await read_capped(response, max_bytes))
+        raise FetchError("redirect", f"more than {MAX_REDIRECTS} redirects")
     except asyncio.TimeoutError:
         raise FetchError("timeout", "timed out") from None
     except aiohttp.ClientError as error:
         raise FetchError("unreachable", str(error) or type(error).__name__) from None
 
 
+def _check_status(response: aiohttp.ClientResponse) -> None:
+    if response.status == 429:
+        raise FetchError("rate_limited", "429 Too Many Requests", retry_after_seconds(response.headers))
+    if response.status >= 500:
+        raise FetchError("server_error", f"HTTP {response.status}", retry_after_seconds(response.headers))
+    if response.status >= 400:
+        raise FetchError("client_error", f"HTTP {response.status}")
+    if 300 <= response.status < 400 and response.status != 304:
+        raise FetchError("redirect", f"HTTP {response.status} is not followed")
+
+
+async def read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The whole body, however many reads it takes; FetchError('too_large') once over `max_bytes`
+    (a Content-Length over the cap is refused before reading)."""
+    if response.content_length is not None and response.content_length > max_bytes:
+        raise FetchError("too_large", f"response over {max_bytes} bytes")
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > max_bytes:
+            raise FetchError("too_large", f"response over {max_bytes} bytes")
+    return bytes(body)
+
+
+def redirect_target(current: URL, location: str | None) -> URL:
+    """Where a redirect from `current` leads, if a connector may go there; else FetchError('redirect')."""
+    if not location:
+        raise FetchError("redirect", "redirect without a Location")
+    try:
+        target = current.join(URL(location))
+    except ValueError:
+        raise FetchError("redirect", "redirect to a malformed Location") from None
+    if not same_site(current, target):
+        raise FetchError("redirect", f"redirect refused (same host and port only, or http→https): "
+                                     f"{str(target)[:200]!r}")
+    return target
+
+
+def same_site(source: URL, target: URL) -> bool:
+    """The same host and port over the same scheme, or the same host upgraded from http to https on
+    its default port; never another host, another port, or a downgrade."""
+    if not source.host or not target.host or source.host.lower() != target.host.lower():
+        return False
+    if target.scheme == source.scheme:
+        return target.scheme in ("http", "https") and target.port == source.port
+    return (source.scheme, target.scheme, target.port) == ("http", "https", 443)
+
+
 def retry_after_seconds(headers: CIMultiDictProxy[str]) -> float | None:
     """What the server asked for: Retry-After (seconds), else the rate-limit window's reset time."""
     value = headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else rate_limit_reset(headers)
+    return float(value) if WHOLE_NUMBER.fullmatch(value) else rate_limit_reset(headers)
 
 
 def rate_limit_reset(headers: CIMultiDictProxy[str]) -> float | None:

@@ -18,7 +18,16 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import aiohttp
 
-from launchkit.wall.connectors import Backoff, Fetched, FetchError, Take, fetch, rate_limit_reset, run_poller
+from launchkit.wall.connectors import (
+    WHOLE_NUMBER,
+    Backoff,
+    Fetched,
+    FetchError,
+    Take,
+    fetch,
+    rate_limit_reset,
+    run_poller,
+)
 from launchkit.wall.posts import Candidate, Kind, clean_line, html_to_text, safe_link
 from launchkit.wall.store import Duplicate, Store
 
@@ -109,6 +118,8 @@ def _statuses(body: bytes) -> list[dict]:
         data = json.loads(body)
     except ValueError as error:
         raise FetchError("malformed", f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise FetchError("malformed", "malformed JSON: nested too deeply") from None
     if not isinstance(data, list):
         raise FetchError("malformed", "expected a JSON array of statuses")
     return [s for s in data if isinstance(s, dict) and isinstance(s.get("id"), (str, int))]
@@ -133,6 +144,6 @@ def _next_min_id(fetched: Fetched, statuses: list[dict]) -> str | None:
 def _rate_limit_wait(fetched: Fetched) -> float:
     """Seconds to hold off because the quota is (nearly) used up, until X-RateLimit-Reset."""
     remaining = fetched.headers.get("X-RateLimit-Remaining", "")
-    if not remaining.isdigit() or int(remaining) > 1:
+    if not WHOLE_NUMBER.fullmatch(remaining) or int(remaining) > 1:
         return 0.0
     return rate_limit_reset(fetched.headers) or 60.0
