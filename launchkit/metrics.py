@@ -190,6 +190,9 @@ ADMISSION_QUEUE_WAIT = Histogram(
     "launchkit_admission_queue_wait_seconds", "Time from joining the waiting room to admission",
     buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
 )
+ADMISSION_HELD = Gauge(
+    "launchkit_admission_held", "Waiting-room requests held open until their turn (this process)"
+)
 ADMISSION_REDIS_UP = Gauge(
     "launchkit_admission_redis_up", "1 while the shared admission state in Redis answers, 0 while this process falls "
     "back to local admission (absent without --redis)", multiprocess_mode="livemin",

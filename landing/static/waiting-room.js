@@ -1,8 +1,11 @@
 // Launchkit waiting room. Before the player attaches, `await launchkitAdmission.admit()` asks
 // POST /api/admission. Admitted: it resolves with the ticket at once. Beyond capacity: it shows the
-// viewer's place in line ("You're in line: position N of L, about M min") with a countdown to the
-// next try, retries by itself after Retry-After (+ under 1 s of local jitter, never earlier), and
-// resolves when the viewer is let in. Network trouble keeps the viewer in line with a backoff: the
+// viewer's place in line ("You're in line: position N of L, about M min"), then asks again with
+// ?wait=25: the server holds that request open and answers the moment the viewer's turn comes (a
+// long poll: a freed place is taken within a second, and a closed tab loses its place within
+// seconds); after 25 s it answers with the place as it stands and the page asks again at once. A
+// server that does not hold requests is retried after Retry-After (+ under 1 s of local jitter,
+// never earlier). It resolves when the viewer is let in. Network trouble keeps the viewer in line with a backoff: the
 // page never shows an error.
 //
 // The admitted ticket goes on every media request as ?t= (hlsConfig().xhrSetup), which works in
@@ -17,6 +20,7 @@
   const TICKET_HEADER = "Launchkit-Ticket";
   const KEY_HEADER = "Launchkit-Key";
   const MAX_BACKOFF_S = 30;
+  const HOLD_S = 25; // how long the server may hold a waiting request (it answers sooner when admitted)
   const script = document.currentScript;
   const config = {
     endpoint: (script && script.dataset.endpoint) || "/api/admission",
@@ -24,7 +28,7 @@
     releaseOnLeave: true, // free the slot at once when the page goes away (sendBeacon)
   };
   const state = {
-    status: "idle", // idle | asking | waiting | admitted | unavailable
+    status: "idle", // idle | asking | waiting | held (the server holds our request) | admitted | unavailable
     ticket: null, // admitted ticket
     queueTicket: null, // place in line
     position: null,
@@ -153,7 +157,12 @@
   function startCountdown() {
     stopCountdown();
     const update = () => {
-      if (!ui || state.retryAt === null) return;
+      if (!ui) return;
+      if (state.status === "held") {
+        say(ui.next, "Waiting for your turn…");
+        return;
+      }
+      if (state.retryAt === null) return;
       const left = Math.max(0, Math.ceil((state.retryAt - Date.now()) / 1000));
       say(ui.next, left > 0 ? `Checking again in ${left} s` : "Checking now…");
     };
@@ -189,9 +198,10 @@
     return Number.isFinite(seconds) && seconds > 0 ? seconds : 5;
   }
 
-  async function ask() {
+  // `hold`: once the viewer knows its place, the server may hold the request until its turn.
+  async function ask(hold) {
     const ticket = state.ticket || state.queueTicket;
-    const response = await fetch(config.endpoint, {
+    const response = await fetch(hold ? `${config.endpoint}?wait=${HOLD_S}` : config.endpoint, {
       method: "POST",
       headers: { "Content-Type": "application/json", ...headers() },
       body: JSON.stringify(ticket ? { ticket } : {}),
@@ -208,19 +218,22 @@
   }
 
   function record(status, body) {
-    state.answers.push({ status, position: body && body.position, retry_after: body && body.retry_after, at: Date.now() });
+    state.answers.push({ status, position: body && body.position, retry_after: body && body.retry_after,
+      held: body && body.held, at: Date.now() });
     if (state.answers.length > 50) state.answers.shift();
   }
 
   async function run(myGeneration) {
     let failures = 0;
     let droppedTicket = false;
+    let hold = false; // the server said it can hold our request until our turn
     for (;;) {
       if (myGeneration !== generation) throw abortError();
-      state.status = "asking";
+      state.status = hold ? "held" : "asking";
+      if (hold) startCountdown();
       let answer = null;
       try {
-        answer = await ask();
+        answer = await ask(hold);
       } catch (error) {
         answer = null; // offline, reset, DNS: stay in line and try again
       }
@@ -253,6 +266,13 @@
         state.queueLength = body.queue_length;
         state.estimatedWait = body.estimated_wait;
         showWaiting(body);
+        if (typeof body.held === "boolean" && body.ticket) {
+          // The server holds waiting requests and keeps the place meanwhile: ask again now (spread a little).
+          hold = true;
+          await sleepUntil(Date.now() + Math.random() * 250);
+          continue;
+        }
+        hold = false;
         // Never earlier than asked: Retry-After, plus up to 1 s so retries spread within the second.
         await sleepUntil(Date.now() + retryAfterSeconds(response, body) * 1000 + Math.random() * 1000);
         continue;

@@ -29,6 +29,7 @@ import logging
 import random
 import secrets
 import time
+from dataclasses import replace
 from typing import Awaitable, Callable, Sequence
 
 from aiohttp import web
@@ -38,6 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from launchkit import metrics
 from launchkit.admission import capacity as capacity_module
 from launchkit.admission.capacity import EgressMeter, LoopLagMonitor
+from launchkit.admission.line import HeldLine, Waiter
 from launchkit.admission.settings import AdmissionSettings
 from launchkit.admission.shared import SharedSnapshot, SharedState
 from launchkit.admission.state import Decision, LocalState
@@ -101,6 +103,8 @@ class Admission:
         self._egress = EgressMeter()
         self._lag = LoopLagMonitor(settings.max_loop_lag, settings.lag_cooldown)
         self._task: asyncio.Task | None = None
+        self._line = HeldLine(self._decide_held, self._keep_held, settings.hold_tick)
+        self._line_task: asyncio.Task | None = None
         self._stopping = False
         self._draining = False
         self._timeouts = 0
@@ -141,9 +145,14 @@ class Admission:
             else:
                 self._mark_up(f"admission state is shared through Redis at {self._redis_location()}")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="admission")
+        self._line_task = asyncio.get_running_loop().create_task(self._line.run(), name="admission-line")
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._line_task is not None:
+            self._line_task.cancel()
+            await asyncio.gather(self._line_task, return_exceptions=True)
+            self._line_task = None
         if self._task is not None:
             self._task.cancel()
             done, _ = await asyncio.wait({self._task}, timeout=STOP_TIMEOUT)
@@ -238,10 +247,15 @@ class Admission:
     # ---- HTTP: the admission API --------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.Response:
-        """POST /api/admission, JSON body optional: {"ticket": <admitted or queue ticket>}."""
+        """POST /api/admission[?wait=S], JSON body optional: {"ticket": <admitted or queue ticket>}.
+        With `wait`, a viewer who has to wait is held up to S seconds and answered when its turn comes
+        (line.py)."""
         body = await _read_json_object(request)
         if isinstance(body, web.Response):
             return body
+        hold = self._hold_seconds(request)
+        if isinstance(hold, web.Response):
+            return hold
         key = self._client_key(request)
         explicit = body.get("ticket")
         if explicit is None:
@@ -265,10 +279,54 @@ class Admission:
             admitted, queue_ticket = self._from_cookies(request, now, key)
             if admitted is not None:
                 return self._admitted(request, self._renew(admitted, now))
-        decision, ticket = await self._decide(queue_ticket, key)
+        decision, ticket = await self._decide(queue_ticket, key, hold=self.settings.hold_grace if hold else 0.0)
+        if not decision.admitted and hold and decision.seq is not None and ticket is not None:
+            decision, ticket = await self._hold(request, decision, ticket, key, hold)
         if decision.admitted:
             return self._admitted(request, ticket)
-        return self._waiting(request, decision, ticket)
+        return self._waiting(request, decision, ticket, held=bool(hold))
+
+    def _hold_seconds(self, request: web.Request) -> float | web.Response:
+        raw = request.query.get("wait")
+        if raw is None:
+            return 0.0
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 4:
+            return _error(400, "wait must be whole seconds")
+        return min(float(raw), self.settings.hold_max)
+
+    async def _hold(self, request: web.Request, decision: Decision, ticket: str, key: str,
+                    seconds: float) -> tuple[Decision, str | None]:
+        """Held until admitted, or `seconds` pass: then the place as it stands (still in line)."""
+        place = self._signer.verify(ticket, time.time())
+        assert isinstance(place, QueueTicket)
+        waiter = Waiter(place.scope, place.seq, place.issued_ms, key, decision.position or 1,
+                        gone=lambda: request.transport is None or request.transport.is_closing())
+        answer = await self._line.hold(waiter, seconds)
+        if answer is not None:
+            return answer
+        if waiter.seq != place.seq:  # the line gave it a new place (e.g. Redis came back)
+            ticket = self._signer.queued(waiter.scope, waiter.seq, place.issued_ms)
+        return replace(decision, position=waiter.position), ticket
+
+    async def _decide_held(self, waiter: Waiter) -> tuple[Decision, str | None]:
+        return await self._decide(QueueTicket(waiter.scope, waiter.seq, waiter.issued_ms), waiter.key,
+                                  hold=self.settings.hold_grace)
+
+    async def _keep_held(self, waiters: list[Waiter]) -> None:
+        """Keep the held places alive and learn their positions (places in another scope are left to lapse)."""
+        shared = [w for w in waiters if w.scope == SHARED_SCOPE]
+        local = [w for w in waiters if w.scope == self._scope]
+        positions = self._local.refresh([w.seq for w in local], time.monotonic() + self.settings.hold_grace)
+        if shared and self._shared is not None and self._shared_up:
+            try:
+                positions_shared = await self._shared.refresh([w.seq for w in shared], self.settings.hold_grace)
+            except _REDIS_ERRORS as error:
+                self._redis_failed(error)
+            else:
+                for waiter in shared:
+                    waiter.position = positions_shared.get(waiter.seq, waiter.position)
+        for waiter in local:
+            waiter.position = positions.get(waiter.seq, waiter.position)
 
     async def handle_leave(self, request: web.Request) -> web.Response:
         """POST /api/admission/leave (navigator.sendBeacon on pagehide): frees the slot at once."""
@@ -289,6 +347,7 @@ class Admission:
             return _error(400, "not an admitted ticket")
         self._local.active.remove(ticket.id)
         self._touched.discard(ticket.id)
+        self._line.wake()  # a place is free: the head of the line, if held here, gets it now
         if self._shared is not None and self._shared_up:
             try:
                 await self._shared.leave(ticket.id)
@@ -387,9 +446,10 @@ class Admission:
 
     # ---- decisions ----------------------------------------------------------------------------
 
-    async def _decide(self, queue_ticket: QueueTicket | None, key: str) -> tuple[Decision, str | None]:
+    async def _decide(self, queue_ticket: QueueTicket | None, key: str,
+                      hold: float = 0.0) -> tuple[Decision, str | None]:
         """One admission decision; returns it with the ticket to hand out (admitted or queue, the
-        admitted one bound to `key`)."""
+        admitted one bound to `key`). `hold`: the place's life while its request is held (line.py)."""
         settings = self.settings
         ticket_id = new_ticket_id()
         allow = not (self.enforced and self._lag.lagging())
@@ -399,7 +459,7 @@ class Admission:
         if self._shared is not None and self._shared_up and self.enforced:
             seq = queue_ticket.seq if queue_ticket and queue_ticket.scope == SHARED_SCOPE else None
             try:
-                decision = await self._shared.admit(ticket_id, seq, self._registered_capacity(), allow, jitter)
+                decision = await self._shared.admit(ticket_id, seq, self._registered_capacity(), allow, jitter, hold)
             except _REDIS_ERRORS as error:
                 self._redis_failed(error)
             else:
@@ -411,7 +471,7 @@ class Admission:
         if decision is None:
             scope = self._scope
             seq = queue_ticket.seq if queue_ticket and queue_ticket.scope == scope else None
-            decision = self._local.admit(ticket_id, seq, cap, allow, jitter, time.monotonic())
+            decision = self._local.admit(ticket_id, seq, cap, allow, jitter, time.monotonic(), hold)
         now = time.time()
         if decision.admitted:
             metrics.ADMISSION_ADMITTED.labels("queue" if decision.from_queue else "direct").inc()
@@ -479,11 +539,14 @@ class Admission:
             response.del_cookie(QUEUE_COOKIE, path="/")
         return response
 
-    def _waiting(self, request: web.Request, decision: Decision, ticket: str | None) -> web.Response:
+    def _waiting(self, request: web.Request, decision: Decision, ticket: str | None,
+                 held: bool = False) -> web.Response:
+        """429 with the place; `held`: the request was held open, so the page may ask again at once."""
         response = web.json_response(
             {"admitted": False, "position": decision.position, "queue_length": decision.queue_length,
              "estimated_wait": decision.estimated_wait, "retry_after": decision.retry_after, "ticket": ticket,
-             "reason": decision.reason, "edge": self.recommended_edge()},
+             "reason": decision.reason, "edge": self.recommended_edge(),
+             "held": held and decision.seq is not None},
             status=429, headers={**_NO_STORE, "Retry-After": str(decision.retry_after)},
         )
         if ticket is not None:

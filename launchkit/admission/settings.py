@@ -28,6 +28,13 @@ class AdmissionSettings:
     retry_jitter: int = 5
     retry_after_max: int = 30
     queue_grace: float = 20.0
+    # Held waiting: a waiting-room request may be held open (long poll) up to hold_max seconds and
+    # answered the moment its turn comes; while held its place is kept alive, and it lapses
+    # hold_grace seconds after the request ends (a closed tab loses its place within seconds).
+    # The line is pumped every hold_tick.
+    hold_max: float = 25.0
+    hold_grace: float = 3.0
+    hold_tick: float = 0.25
     max_queue: int = 200_000
     # Window over which admissions from the queue are counted to estimate the wait.
     rate_window: float = 60.0
@@ -56,6 +63,7 @@ class AdmissionSettings:
             (self.retry_after >= 1 and self.retry_jitter >= 0, "retry_after >= 1 and retry_jitter >= 0"),
             (self.retry_after_max >= self.retry_after, "retry_after_max must be >= retry_after"),
             (self.queue_grace > 0 and self.max_queue > 0 and self.rate_window > 0, "queue settings must be > 0"),
+            (self.hold_max >= 0 and self.hold_grace > 0 and self.hold_tick > 0, "hold settings must be > 0"),
             (self.tick > 0 and self.edge_ttl > self.tick, "edge_ttl must exceed tick"),
         )
         for ok, message in checks:

@@ -80,6 +80,7 @@ local probation_ms, edge_ttl_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local ticket_id, queue_seq, allow = ARGV[5], ARGV[6], ARGV[7] == '1'
 local retry_base, retry_max, jitter = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local grace_ms, max_queue, window_ms = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local hold_ms = tonumber(ARGV[14])
 
 local now = now_ms()
 redis.call('HSET', caps, edge, cap)
@@ -111,7 +112,9 @@ local function wait(seq, position, length)
     seq = redis.call('INCR', seqkey)
     redis.call('ZADD', queue, seq, seq)
   end
-  redis.call('ZADD', deadlines, now + r * 1000 + grace_ms, seq)
+  local deadline = now + r * 1000 + grace_ms
+  if hold_ms > 0 then deadline = now + hold_ms end
+  redis.call('ZADD', deadlines, deadline, seq)
   return {0, position, length, seq, r, est, 0, reason, viewers, total}
 end
 
@@ -157,6 +160,23 @@ for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'GT', deadline, ARGV[i]) end
 return #ARGV - 1
 """
 
+# The places of held requests live on: new deadlines, and their positions now (0: the place is gone).
+REFRESH = """
+local t = redis.call('TIME')
+local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local positions = {}
+for i = 2, #ARGV do
+  local rank = redis.call('ZRANK', KEYS[1], ARGV[i])
+  if rank then
+    redis.call('ZADD', KEYS[2], deadline, ARGV[i])
+    positions[#positions + 1] = rank + 1
+  else
+    positions[#positions + 1] = 0
+  end
+end
+return positions
+"""
+
 _REASONS = {0: None, 1: "capacity", 2: "loop_lag", 3: "queue_full"}
 TOUCH_BATCH = 1000
 # Admission scripts in flight per process: a flash crowd waits its turn here instead of opening
@@ -189,13 +209,14 @@ class SharedState:
         self._admit = self.client.register_script(ADMIT)
         self._heartbeat = self.client.register_script(HEARTBEAT)
         self._touch = self.client.register_script(TOUCH)
+        self._refresh = self.client.register_script(REFRESH)
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_SCRIPTS)
 
     async def close(self) -> None:
         await self.client.aclose()
 
     async def admit(self, ticket_id: str, queue_seq: int | None, capacity: int | None, allow: bool,
-                    jitter: int) -> Decision:
+                    jitter: int, hold: float = 0.0) -> Decision:
         s, k = self.settings, self.keys
         async with self._slots:
             reply = await self._admit(
@@ -204,7 +225,7 @@ class SharedState:
                 args=[self.edge_id, -1 if capacity is None else capacity, int(s.probation * 1000),
                       int(s.edge_ttl * 1000), ticket_id, "" if queue_seq is None else str(queue_seq),
                       1 if allow else 0, s.retry_after, s.retry_after_max, jitter, int(s.queue_grace * 1000),
-                      s.max_queue, int(s.rate_window * 1000)],
+                      s.max_queue, int(s.rate_window * 1000), int(hold * 1000)],
             )
         admitted, position, length, seq, retry, wait_s, from_queue, reason, viewers, total = (int(v) for v in reply)
         return Decision(
@@ -229,6 +250,17 @@ class SharedState:
             except ValueError:
                 continue
         return SharedSnapshot(int(viewers), int(queued), None if int(total) < 0 else int(total), int(admitted), edges)
+
+    async def refresh(self, seqs: list[int], hold: float) -> dict[int, int]:
+        """Keep the places of held requests for `hold` seconds more; their positions now."""
+        positions: dict[int, int] = {}
+        for start in range(0, len(seqs), TOUCH_BATCH):
+            batch = seqs[start:start + TOUCH_BATCH]
+            async with self._slots:
+                reply = await self._refresh(keys=[self.keys["queue"], self.keys["deadlines"]],
+                                            args=[int(hold * 1000), *batch])
+            positions.update((seq, int(position)) for seq, position in zip(batch, reply) if int(position))
+        return positions
 
     async def leave(self, ticket_id: str) -> None:
         await self.client.zrem(self.keys["active"], ticket_id)

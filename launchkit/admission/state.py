@@ -179,7 +179,9 @@ class LocalState:
             self._admitted_from_queue.popleft()
 
     def admit(self, ticket_id: str, queue_seq: int | None, capacity: int | None, allow: bool, jitter: int,
-              now: float) -> Decision:
+              now: float, hold: float = 0.0) -> Decision:
+        """One decision. `hold` > 0: the viewer's request is held open, so its place lasts `hold`
+        seconds (kept alive by `refresh`) instead of until its next retry is due."""
         settings = self.settings
         self.expire(now)
         viewers, length = len(self.active), len(self.queue)
@@ -195,7 +197,7 @@ class LocalState:
         def wait(seq: int | None, position: int) -> Decision:
             wait_s = estimate_wait(position, len(self._admitted_from_queue), settings.rate_window)
             retry = retry_after(wait_s, jitter, settings)
-            deadline = now + retry + settings.queue_grace
+            deadline = now + (hold or retry + settings.queue_grace)
             if seq is None:
                 seq = self.queue.push(deadline)
             else:
@@ -217,3 +219,13 @@ class LocalState:
             return Decision(False, length + 1, length, None, settings.retry_after_max + jitter, None,
                             reason="queue_full", viewers=viewers, capacity=capacity)
         return wait(None, length + 1)
+
+    def refresh(self, seqs: list[int], deadline: float) -> dict[int, int]:
+        """Keep the places of held requests until `deadline`; their positions now (gone ones left out)."""
+        positions = {}
+        for seq in seqs:
+            ahead = self.queue.rank(seq)
+            if ahead is not None:
+                self.queue.refresh(seq, deadline)
+                positions[seq] = ahead + 1
+        return positions

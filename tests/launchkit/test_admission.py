@@ -277,6 +277,80 @@ async def test_expired_tickets_free_capacity_and_abandoned_places_expire():
         assert gone.status == 200
 
 
+# ---- the held line (long poll): freed places are taken at once, abandoned ones lapse in seconds -----
+
+async def _held(server: TestServer, ticket: str | None = None, wait: int = 25) -> tuple[Answer, float]:
+    """A waiting page's request with its own connection; returns the answer and when it came."""
+    async with viewers() as session:
+        answer = await ask(session, server, ticket, params={"wait": str(wait)})
+    return answer, time.monotonic()
+
+
+async def _leave(session, server: TestServer, ticket: str) -> float:
+    async with session.post(server.make_url("/api/admission/leave"), data=json.dumps({"ticket": ticket})) as r:
+        assert r.status == 204
+    return time.monotonic()
+
+
+async def test_a_freed_place_goes_to_the_held_head_of_the_line_within_a_second():
+    async with serve(replace(BASE, max_viewers=1)) as (server, admission), viewers() as session:
+        first = await ask(session, server)
+        assert first.status == 200
+        head = asyncio.create_task(_held(server))
+        await eventually(lambda: admission.status()["queued"] == 1)
+        await asyncio.sleep(1.5)  # held, not answered: no place is free
+        assert not head.done()
+        left = await _leave(session, server, first.ticket)
+        answer, at = await asyncio.wait_for(head, 5)
+        print(f"\nfreed place to the held head: {at - left:.2f} s")
+        assert answer.status == 200 and answer.ticket.startswith("a.") and at - left <= 1.0
+
+
+async def test_a_closed_tab_loses_its_place_within_seconds_and_the_line_skips_it():
+    settings = replace(BASE, max_viewers=1)  # queue_grace stays 20 s: what a polling client keeps
+    async with serve(settings) as (server, admission), viewers() as session:
+        first = await ask(session, server)
+        abandoned = asyncio.create_task(_held(server))  # the tab that will close
+        await eventually(lambda: admission.status()["queued"] == 1)
+        behind = asyncio.create_task(_held(server))
+        await eventually(lambda: admission.status()["queued"] == 2)
+        abandoned.cancel()  # the connection goes away with the tab
+        await asyncio.gather(abandoned, return_exceptions=True)
+        left = await _leave(session, server, first.ticket)
+        answer, at = await asyncio.wait_for(behind, 10)
+        print(f"\nabandoned place skipped: the next viewer was let in {at - left:.2f} s after the place freed")
+        # The old polling line kept the abandoned place for Retry-After + grace (> 25 s here).
+        assert answer.status == 200 and at - left <= BASE.hold_grace + 2.0
+        newcomer = await ask(session, server)  # nobody jumped the line meanwhile
+        assert newcomer.status == 429 and newcomer.body["position"] == 1
+
+
+async def test_a_held_request_keeps_its_place_and_says_so_when_it_times_out():
+    async with serve(replace(BASE, max_viewers=1)) as (server, admission), viewers() as session:
+        await ask(session, server)
+        started = time.monotonic()
+        answer, at = await _held(server, wait=2)
+        assert answer.status == 429 and answer.body["held"] is True and answer.body["position"] == 1
+        assert 1.8 <= at - started <= 3.5
+        again, _ = await _held(server, answer.ticket, wait=1)  # the page asks again at once: same place
+        assert again.status == 429 and again.body["position"] == 1 and again.ticket == answer.ticket
+        async with session.post(server.make_url("/api/admission"), params={"wait": "soon"}) as response:
+            assert response.status == 400
+
+
+async def test_edges_sharing_redis_hand_a_freed_place_to_a_viewer_held_on_another_edge(redis_server):
+    settings = redis_settings(redis_server, max_viewers=1)  # each edge: 1; together 2
+    async with serve(settings) as (a, _), serve(settings) as (b, edge_b), viewers() as session:
+        first, second = await ask(session, a), await ask(session, b)
+        assert first.status == second.status == 200
+        head = asyncio.create_task(_held(b))
+        await eventually(lambda: edge_b.status()["queued"] == 1)
+        left = await _leave(session, a, first.ticket)
+        answer, at = await asyncio.wait_for(head, 5)
+        print(f"\nfreed on edge A, taken on edge B: {at - left:.2f} s")
+        assert answer.status == 200 and at - left <= 1.0
+
+
 # ---- shared state across edges -----------------------------------------------------------------------
 
 async def test_two_edges_share_one_capacity_and_one_fifo_queue(redis_server):
@@ -602,7 +676,7 @@ async def test_the_page_waits_in_line_and_starts_when_admitted():
     from landing.app import STATIC_DIR
     from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS
 
-    settings = replace(BASE, max_viewers=1, retry_after=1, retry_jitter=1)
+    settings = replace(BASE, max_viewers=1, retry_after=1, retry_jitter=1, hold_max=2)
     routes = [web.get("/page", page_handler), web.static("/static", STATIC_DIR)]
     async with serve(settings, routes) as (server, admission), viewers() as session, async_playwright() as pw:
         holder = await ask(session, server)  # the only slot is taken
@@ -613,24 +687,27 @@ async def test_the_page_waits_in_line_and_starts_when_admitted():
             page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
             await page.goto(str(server.make_url("/page")))
             position = page.locator("#waiting-room-position")
-            await page.wait_for_function("() => launchkitAdmission.state.status === 'waiting'", timeout=5000)
+            await page.wait_for_function("() => launchkitAdmission.state.status === 'held'", timeout=5000)
             assert await page.locator("#waiting-room").is_visible()
             assert (await position.inner_text()).startswith("You're in line: position 1 of 1")
             live = page.locator("#waiting-room [role=status]")
             assert await live.get_attribute("aria-live") == "polite"
-            assert (await page.locator("#waiting-room-next").inner_text()).startswith("Checking again in")
-            await page.wait_for_function("() => launchkitAdmission.state.answers.length >= 2", timeout=5000)
-            assert await page.evaluate("() => window.result") is None  # still in line, retrying by itself
+            assert (await page.locator("#waiting-room-next").inner_text()).startswith("Waiting for your turn")
+            await page.wait_for_function("() => launchkitAdmission.state.answers.length >= 3", timeout=8000)
+            assert await page.evaluate("() => window.result") is None  # still in line, held again and again
             answers = await page.evaluate("() => launchkitAdmission.state.answers")
             assert all(a["status"] == 429 and a["position"] == 1 for a in answers)
-            # Never earlier than Retry-After: consecutive tries are at least retry_after apart.
-            assert all(b["at"] - a["at"] >= a["retry_after"] * 1000 for a, b in zip(answers, answers[1:]))
+            # The first answer came at once; the next ones were held (hold_max) and asked again at once.
+            assert answers[0]["held"] is False and all(a["held"] for a in answers[1:])
+            assert all(1800 <= b["at"] - a["at"] <= 3000 for a, b in zip(answers[1:], answers[2:]))
 
-            # The holder leaves: the page is let in on its next try and the panel goes away.
+            # The holder leaves: the held request is answered at once and the panel goes away.
             async with session.post(server.make_url("/api/admission/leave"),
                                     data=json.dumps({"ticket": holder.ticket})) as response:
                 assert response.status == 204
+            left = time.monotonic()
             await page.wait_for_function("() => window.result !== null", timeout=5000)
+            assert time.monotonic() - left < 1.0
             assert (await page.evaluate("() => window.result")).startswith("a.")
             assert not await page.locator("#waiting-room").is_visible()
             # hls.js's xhrSetup puts the ticket on media requests: the guard lets them through.
