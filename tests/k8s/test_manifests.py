@@ -4,42 +4,34 @@ manifests keep the promises the README makes (labels, secrets, probes, drain, au
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
 from launchkit import plan
+from launchkit.admission import SECRET_ENV
+from launchkit.auth import ENV as TOKEN_ENV
 from launchkit.config import EDGE_ONLY_OPTIONS, ORIGIN_OPTIONS, env_name
+from tests.k8s.conftest import K8S, OVERLAYS, by_kind_and_name, render
 
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "k8s"
-KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 KUBERNETES_VERSION = "1.32.0"  # the kubectl here; the sleep preStop action needs >= 1.30
-OVERLAYS = {"dev": ("launchkit-dev", "launch-dev"), "production": ("launchkit", "launch")}
 # Kinds kubernetes-validate has no schema for (CRDs): checked structurally below.
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
 # Secrets created out of band (k8s/README.md says how); nothing in k8s/ carries a value.
-SECRETS = {"launchkit-tokens": {"publish-token", "ops-token", "admission-secret"}, "launchkit-tls": {"tls"}}
+SECRETS = {"launchkit-tokens": {"publish-token", "ops-token", "edge-token", "metrics-token", "admission-secret",
+                                "wall-webhook-secret"},
+           "launchkit-tls": {"tls"}}
 LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by",
           "app.kubernetes.io/instance")
-ENV_OK = {env_name(o.name) for o in ORIGIN_OPTIONS + EDGE_ONLY_OPTIONS} | {
-    "LAUNCHKIT_PUBLISH_TOKEN", "LAUNCHKIT_OPS_TOKEN", "LAUNCHKIT_ADMISSION_SECRET", "POD_IP"}
-
-
-def render(overlay: str) -> list[dict]:
-    result = subprocess.run([KUBECTL, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+# Credentials are read from the environment only (never options: a command line is public).
+ENV_OK = {env_name(o.name) for o in ORIGIN_OPTIONS + EDGE_ONLY_OPTIONS} | set(TOKEN_ENV.values()) | {
+    SECRET_ENV, "LAUNCHKIT_WALL_WEBHOOK_SECRET", "POD_IP"}
 
 
 @pytest.fixture(scope="module", params=sorted(OVERLAYS))
 def overlay(request) -> tuple[str, dict[tuple[str, str], dict]]:
-    return request.param, {(d["kind"], d["metadata"]["name"]): d for d in render(request.param)}
+    return request.param, by_kind_and_name(render(request.param))
 
 
 def containers(objects: dict) -> list[tuple[str, dict]]:

@@ -21,6 +21,7 @@ import yaml
 from launchkit import catalogue
 from loadtests.player import PlayerConfig, Swarm
 from loadtests.target import free_port
+from tests.conftest import METRICS_AUTH, METRICS_TOKEN
 from tests.k8s.conftest import OPS_TOKEN
 from tests.stream.relay.harness import http_status
 
@@ -93,12 +94,17 @@ def test_probes_answer_on_a_running_origin_and_edge(stack):
 
 
 def scrape_config(tmp_path: Path, origin: str, edge: str) -> Path:
+    """What the Prometheus Operator makes of the ServiceMonitor's endpoint (path, bearer authorization
+    from the Secret: here the metrics token every test server has), with static targets."""
     def target(url: str, component: str) -> dict:
         return {"targets": [url.split("://", 1)[1]], "labels": {**LABELS, "component": component, "pod": f"{component}-0"}}
 
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-              "scrape_configs": [{"job_name": "launchkit", "static_configs": [target(origin, "origin"),
-                                                                               target(edge, "edge")]}]}
+    endpoint = yaml.safe_load((MONITORING / "servicemonitor.yaml").read_text())["spec"]["endpoints"][0]
+    assert endpoint["authorization"]["credentials"] == {"name": "launchkit-tokens", "key": "metrics-token"}
+    job = {"job_name": "launchkit", "metrics_path": endpoint["path"],
+           "authorization": {"type": endpoint["authorization"]["type"], "credentials": METRICS_TOKEN},
+           "static_configs": [target(origin, "origin"), target(edge, "edge")]}
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "scrape_configs": [job]}
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -188,7 +194,8 @@ def test_prometheus_scrapes_origin_and_edge_and_every_panel_has_data(stack, tmp_
         swarm = asyncio.run(Swarm(f"{edge.url}/hls/index.m3u8", 4, PlayerConfig(duration=12, request_timeout=5)).run())
         assert swarm.summary()["started"] >= 1, swarm.summary()  # the others may wait: places are few
         for server in stack:  # what a running Launchkit exports, from the servers themselves
-            with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as response:
+            request = urllib.request.Request(f"{server.url}/metrics", headers=METRICS_AUTH)
+            with urllib.request.urlopen(request, timeout=5) as response:
                 exported |= set(re.findall(r"^(launchkit_\w+?)[{ ]", response.read().decode(), re.M))
         time.sleep(max(0.0, SCRAPE_SECONDS - (time.monotonic() - started)))
 
