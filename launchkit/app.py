@@ -14,6 +14,7 @@ from aiohttp import web
 from landing.app import LandingPage
 from launchkit.admission import Admission, admission_secrets
 from launchkit.admission.settings import from_options as admission_settings
+from launchkit.admission.tickets import wall_identity_secret
 from launchkit.auth import FailedCredentials, Tokens
 from launchkit.config import Config
 from launchkit.event import EventStore, State
@@ -164,6 +165,7 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
     app.on_cleanup.append(lambda app: whip.close())  # publishers first, then the threads they feed
     app.on_cleanup.append(_stop)
     hls = services.hls
+    preview = services.ops.preview
     app.add_routes([
         web.get("/", landing.index),
         web.get("/embed", landing.embed),
@@ -182,6 +184,11 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
         web.post("/ops/login", services.ops.login),
         web.post("/ops/logout", services.ops.logout),
         web.get("/ops/publish", services.ops.publish_page),
+        # The console's preview: the same HLS, for operators only, on the operator paths (before the
+        # event is live, and wherever viewer paths are routed to the edges).
+        web.get("/ops/hls/index.m3u8", preview(hls.multivariant)),
+        web.get(f"/ops/hls/{RENDITION}/index.m3u8", preview(hls.media_playlist)),
+        web.get(f"/ops/hls/{RENDITION}/{MEDIA_NAME}", preview(hls.media)),
         web.get("/api/ops/status", services.ops.api_status),
         web.post("/api/ops/event", services.ops.api_event),
         web.get("/metrics", status.metrics),
@@ -207,7 +214,7 @@ def _wall(config: Config, tokens: Tokens, services: Services) -> Wall:
             allow=config.wall_allow, block_accounts=config.wall_block_accounts, block_words=config.wall_block_words,
             posts_per_minute=config.wall_posts_per_minute, burst=config.wall_burst,
             webhook_secret=os.environ.get("LAUNCHKIT_WALL_WEBHOOK_SECRET", ""),
-            redis_url=config.redis or None, identity_secret=tokens.ops,
+            redis_url=config.redis or None, identity_secret=wall_identity_secret(os.environ, tokens.ops),
         ),
         is_operator=lambda request: services.ops.is_operator(request),
         require_operator=lambda request: services.ops.require(request),

@@ -54,7 +54,7 @@ from landing.app import LandingPage
 from launchkit import metrics
 from launchkit.admission import Admission, admission_secrets
 from launchkit.admission.settings import from_options as admission_settings
-from launchkit.admission.tickets import SECRET_ENV
+from launchkit.admission.tickets import SECRET_ENV, wall_identity_secret
 from launchkit.auth import ENV as TOKEN_ENV
 from launchkit.auth import FailedCredentials, Tokens
 from launchkit.config import ConfigError, captions_url, language_tag
@@ -590,7 +590,7 @@ async def _serve(settings: EdgeSettings, sock: socket.socket, *, supervised: boo
 def _edge_wall(settings: EdgeSettings, edge: Edge) -> Wall:
     page = _PageText(edge.origin_status, settings.frame_ancestors)
     return Wall(WallSettings(role="edge", redis_url=settings.redis,
-                             identity_secret=os.environ.get("LAUNCHKIT_OPS_TOKEN", ""),
+                             identity_secret=wall_identity_secret(os.environ, os.environ.get("LAUNCHKIT_OPS_TOKEN", "")),
                              posts_per_minute=settings.wall_posts_per_minute, burst=settings.wall_burst),
                 page_context=lambda: {"title": page.title, "description": page.description})
 

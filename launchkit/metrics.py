@@ -62,8 +62,9 @@ AUTH_LOCKED_OUT = Counter(
 RECORDER_UP = Gauge(
     "launchkit_recorder_up", "1 while the recorder writes every segment it is given, 0 while writes fail"
 )
+RECORDER_WRITE_ERROR_REASONS = ("no_space", "io_error")
 RECORDER_WRITE_ERRORS = Counter(
-    "launchkit_recorder_write_errors", "Segment writes that failed", ["reason"]  # reason: no_space, io_error
+    "launchkit_recorder_write_errors", "Segment writes that failed", ["reason"]  # RECORDER_WRITE_ERROR_REASONS
 )
 RECORDER_SEGMENTS_LOST = Counter(
     "launchkit_recorder_segments_lost", "Segments left out of the recording (write failures, backlog over its bound)"

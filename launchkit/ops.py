@@ -11,7 +11,7 @@ Failed tokens are answered late and repeated ones locked out (launchkit/auth.py)
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from launchkit.app import Services
 
 COOKIE = "launchkit_ops"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 4096
 
 
@@ -94,6 +95,13 @@ class OpsConsole:
         redirect.del_cookie(COOKIE, path="/")
         raise redirect
 
+    def preview(self, handler: Handler) -> Handler:
+        """`handler` for operators only (the console's preview of the HLS)."""
+        async def operator_only(request: web.Request) -> web.StreamResponse:
+            await self.require(request)
+            return await handler(request)
+        return operator_only
+
     async def publish_page(self, request: web.Request) -> web.Response:
         await self.require(request)
         response = aiohttp_jinja2.render_template(
@@ -121,6 +129,7 @@ class OpsConsole:
                 for w in services.pipeline.ladder.workers
             ],
             "publish": services.publish_urls(request),
+            "recording": services.recorder.status() if services.recorder is not None else None,
         }
 
     async def api_event(self, request: web.Request) -> web.Response:

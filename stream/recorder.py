@@ -47,7 +47,6 @@ SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
 # disk without losing anything, and costs a few percent of the origin's 2 GiB memory limit
 # (k8s/base/origin.yaml) however long the stall lasts.
 BACKLOG_LIMIT_BYTES = 64 * 1024 * 1024
-WRITE_ERROR_REASONS = ("no_space", "io_error")  # launchkit_recorder_write_errors{reason}
 # EXT-X-GAP needs protocol version 8 (Apple, "About the EXT-X-VERSION tag"); a recording without
 # holes keeps the live playlists' version.
 GAP_VERSION = 8
@@ -122,7 +121,7 @@ class Recorder(Worker):
         self._lock = threading.Lock()
         self._index: dict[str, list[RecordedSegment]] = {}
         self._names: dict[str, set[str]] = {}
-        for reason in WRITE_ERROR_REASONS:
+        for reason in metrics.RECORDER_WRITE_ERROR_REASONS:
             metrics.RECORDER_WRITE_ERRORS.labels(reason)
         metrics.RECORDER_UP.set(1)
         metrics.RECORDER_BACKLOG_BYTES.set(0)

@@ -96,10 +96,10 @@
   const preview = $("preview");
   if (window.Hls && Hls.isSupported()) {
     const hls = new Hls({ liveSyncDurationCount: 1.75 });
-    hls.loadSource("/hls/index.m3u8");
+    hls.loadSource("/ops/hls/index.m3u8");
     hls.attachMedia(preview);
   } else {
-    preview.src = "/hls/index.m3u8";
+    preview.src = "/ops/hls/index.m3u8";
   }
   poll();
 })();

@@ -131,6 +131,14 @@ class TicketSigner:
         return QueueTicket(parts[1], int(parts[2]), int(parts[3]))
 
 
+def wall_identity_secret(environ: Mapping[str, str], ops_token: str) -> str:
+    """The key the wall hashes viewers' addresses with (bans, rate limits), derived from the admission
+    key: the origin and every edge hold that one (edges hold no ops token), so a viewer is the same
+    author on all of them and across restarts."""
+    key = admission_secrets(environ, ops_token)[0]
+    return hmac.new(key, b"launchkit wall identity", hashlib.sha256).hexdigest()
+
+
 def admission_secrets(environ: Mapping[str, str], ops_token: str) -> list[bytes]:
     """Keys from LAUNCHKIT_ADMISSION_SECRET (comma-separated, newest first, for rotation), else one
     derived from the ops token: every edge of a deployment shares the ops token, so they share this

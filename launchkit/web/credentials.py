@@ -26,11 +26,15 @@ def locked_out(request: web.Request, failures: FailedCredentials, credential: st
 
 async def require_bearer(request: web.Request, failures: FailedCredentials, credential: str,
                          valid: Callable[[str | None], bool], realm: str, hint: str) -> None:
-    """Passes when `valid(<the bearer token>)`; else raises the 429 or (after the delay) the 401."""
+    """Passes when `valid(<the bearer token>)`; else raises the 429 or the 401. A wrong token is a
+    guess: counted and answered after the delay. No token at all (a console whose session ended,
+    a curious visitor) is not: it must not lock the operator out of signing in again."""
     locked_out(request, failures, credential)
-    if valid(presented(request)):
+    token = presented(request)
+    if valid(token):
         return
-    await failures.failed(request.remote, credential)
+    if token is not None:
+        await failures.failed(request.remote, credential)
     raise Refusal(401, f"{hint} required (Authorization: Bearer <token>)", "unauthorized",
                   {"WWW-Authenticate": f'Bearer realm="{realm}"'})
 

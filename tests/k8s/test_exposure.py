@@ -55,6 +55,7 @@ from tests.stream.relay.harness import stop_all
 # What only operators and their tools use: the ops host sends exactly these origin routes to the origin.
 OPERATOR_ROUTES = frozenset({
     "/ops", "/ops/login", "/ops/logout", "/ops/publish", "/ops/wall",
+    "/ops/hls/index.m3u8", "/ops/hls/{rendition}/index.m3u8", "/ops/hls/{rendition}/{name}",
     "/api/ops/status", "/api/ops/event", "/api/ops/wall/queue", "/api/ops/wall/{id}/{action}",
     "/whip", "/whip/{session}",
     "/api/wall/webhook",
