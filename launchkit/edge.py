@@ -60,7 +60,7 @@ from launchkit.auth import FailedCredentials, Tokens
 from launchkit.config import ConfigError, captions_url, language_tag
 from launchkit.qoe import QoeBeacons
 from launchkit.wall.service import Wall, WallSettings
-from launchkit.web import middleware
+from launchkit.web import limits, middleware
 from launchkit.web.clients import Network, TrustedProxies, parse_networks
 from launchkit.web.credentials import edge_credential, require_bearer
 from stream.bus import PacketBus
@@ -525,6 +525,7 @@ async def _serve(settings: EdgeSettings, sock: socket.socket, *, supervised: boo
                  on_listening: Callable[[], None] | None = None) -> int:
     # Every process (single or worker) builds its app here, admission included: with --workers N
     # each worker admits its share of --max-viewers (and of --max-webrtc-viewers).
+    limits.raise_open_file_limit()
     if settings.workers > 1 and settings.max_webrtc_viewers > 0:
         settings = replace(settings, max_webrtc_viewers=max(1, settings.max_webrtc_viewers // settings.workers))
     admission = Admission(
@@ -559,6 +560,7 @@ async def _serve(settings: EdgeSettings, sock: socket.socket, *, supervised: boo
     if not supervised:  # workers ignore SIGINT: a terminal's Ctrl-C reaches the supervisor, who decides
         loop.add_signal_handler(signal.SIGINT, on_sigint)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE,
+                           keepalive_timeout=limits.IDLE_TIMEOUT,
                            access_log=logging.getLogger("launchkit.access") if settings.access_log else None)
     await runner.setup()
     watchdog = asyncio.create_task(_watch_parent(os.getppid(), stopping, draining)) if supervised else None

@@ -18,6 +18,7 @@ from launchkit.app import create_app
 from launchkit.auth import ENV as TOKEN_ENV
 from launchkit.auth import Tokens
 from launchkit.config import Config
+from launchkit.web import limits
 from stream.webrtc.ice import IceSettings
 
 log = logging.getLogger("launchkit")
@@ -44,6 +45,7 @@ def _authority(host: str, port: int) -> str:
 
 
 def run(config: Config, tokens: Tokens, ice: IceSettings) -> None:
+    limits.raise_open_file_limit()
     sock = listen(config.host, config.port)
     asyncio.run(_serve(sock, config, tokens, ice))
 
@@ -55,7 +57,7 @@ async def _serve(sock: socket.socket, config: Config, tokens: Tokens, ice: IceSe
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE,
+        app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE, keepalive_timeout=limits.IDLE_TIMEOUT,
         access_log=logging.getLogger("launchkit.access") if config.access_log else None,
     )
     try:
@@ -64,7 +66,7 @@ async def _serve(sock: socket.socket, config: Config, tokens: Tokens, ice: IceSe
         await runner.cleanup()
         raise ListenError(error.strerror or str(error)) from None
     try:
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, backlog=1024).start()  # SockSite listens again: its default is 128
         _announce(config, tokens, sock.getsockname()[1])
         await stopping.wait()
         log.info("shutting down")

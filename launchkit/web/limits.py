@@ -20,10 +20,11 @@ Idle connections. aiohttp closes a connection that has not completed a request w
 `keepalive_timeout` of connecting or of its last response (the timer RequestHandler arms in
 `connection_made`); header bytes trickling in do not reset it, so this is also the header-read
 timeout. `web.AppRunner` defaults it to 3,630 s: a socket that never finishes its headers holds a
-descriptor (and about 5 KB of memory, measured) for an hour. IDLE_TIMEOUT is nginx's keepalive_timeout: longer than the
-60 s after which the common reverse proxies (nginx ingress upstream keep-alive, AWS ALB) drop an
-idle upstream connection themselves, so a proxy never sends a request on a connection we have just
-closed, and short enough that holding sockets costs an attacker a new connection every 75 s.
+descriptor (and about 5 KB of memory, measured) for an hour. IDLE_TIMEOUT is nginx's
+keepalive_timeout: longer than the 60 s after which the common reverse proxies (nginx ingress
+upstream keep-alive, AWS ALB) drop an idle upstream connection themselves, so a proxy never sends a
+request on a connection we have just closed, and short enough that holding sockets costs an
+attacker a new connection every 75 s.
 Beyond what one process should hold, connections per client address are the ingress's to limit
 (nginx `limit_conn`), where the real address is known.
 """
