@@ -43,8 +43,9 @@ $(HLSJS): landing/package.json landing/package-lock.json
 	cp landing/node_modules/hls.js/dist/hls.min.js $@
 
 # Only what is missing: the base image's Node.js (another vendor's build) must not be replaced.
-# ffmpeg: ffprobe checks the HLS, the CLI publishes RTMP/SRT, and the origin's SRT listener is
-# Debian's ffmpeg (libsrt). iproute2: WebRTC tests bring up loopback in a private namespace.
+# ffmpeg: ffprobe checks the HLS and the CLI publishes RTMP/SRT in the tests. libsrt1.5-gnutls: the
+# origin's SRT listener binds this exact library through ctypes (stream/ingest/libsrt.py), so it is
+# named even though ffmpeg pulls it in. iproute2: WebRTC tests bring up loopback in a private namespace.
 # redis-server: edges share the waiting room through a real Redis in the tests. nginx: the
 # reference the edge is benchmarked against. prometheus: promtool checks the alert rules and a real
 # Prometheus scrapes the servers in tests/k8s (kubectl, which renders the kustomize overlays, comes with
@@ -53,6 +54,7 @@ $(HLSJS): landing/package.json landing/package-lock.json
 system-packages:
 	@packages=""; \
 	command -v ffprobe >/dev/null || packages="$$packages ffmpeg"; \
+	dpkg -s libsrt1.5-gnutls >/dev/null 2>&1 || packages="$$packages libsrt1.5-gnutls"; \
 	command -v chromium >/dev/null || packages="$$packages chromium"; \
 	command -v npm >/dev/null || packages="$$packages nodejs npm"; \
 	command -v ip >/dev/null || packages="$$packages iproute2"; \

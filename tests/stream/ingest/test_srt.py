@@ -1,12 +1,16 @@
 """SRT ingest against real processes: Debian's ffmpeg publishes in caller mode to our listener
-on 127.0.0.1, and a real Program decides what goes on air."""
+(a `python -m stream.ingest.srt_listener` child binding Debian's libsrt) on 127.0.0.1, and a real
+Program decides what goes on air."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +20,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from stream.ingest.srt import SrtIngest
+from stream.ingest.srt import LISTENER, SrtIngest
 from stream.program import Program
 from stream.source import CapturedFrame
 
@@ -94,6 +98,7 @@ def test_publisher_goes_on_air_and_can_reconnect(program, ingest):
             finally:
                 publish.kill()
         assert (live.stats.protocol, live.stats.video_codec, live.stats.audio_codec) == ("srt", "h264", "aac")
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", live.stats.remote), live.stats.remote  # the caller's address
         assert (live.stats.width, live.stats.height) == (320, 180)
         assert live.stats.bytes > 10_000
         if session == 0:
@@ -137,13 +142,15 @@ def test_stop_ends_the_listener_and_releases_a_live_publisher(program, ingest):
             listener = ingest.listener_pid
             started = time.monotonic()
             ingest.stop()
-            assert time.monotonic() - started < 1.5
+            stopped = time.monotonic() - started
+            assert stopped < 1.5
         finally:
             publish.kill()
     with pytest.raises(ProcessLookupError):
         os.kill(listener, 0)  # gone and reaped, not a zombie
     assert srt_threads() == []
     assert running.inputs() == []
+    print(f"\nstop() returned after {stopped:.2f} s with a publisher live")
 
 
 def test_a_token_srt_cannot_use_disables_srt_with_a_clear_log_line(program, caplog):
@@ -153,3 +160,61 @@ def test_a_token_srt_cannot_use_disables_srt_with_a_clear_log_line(program, capl
     assert "SRT ingest disabled: the publish token has 5 characters" in caplog.text
     assert srt.listener_pid is None and srt_threads() == []
     srt.stop()
+
+
+def test_a_second_caller_during_a_session_is_refused_as_busy_in_its_handshake(program, ingest):
+    running, _ = program
+    with subprocess.Popen(publisher(ingest.port, TOKEN, 10), stderr=subprocess.DEVNULL) as first:
+        try:
+            assert wait_for(lambda: running.on_air == "primary", 8)
+            (live,) = running.inputs()
+            busy_before, started = rejected("busy"), time.monotonic()
+            second = subprocess.run(publisher(ingest.port, TOKEN, 2), capture_output=True, text=True, timeout=15)
+            refused_after = time.monotonic() - started
+            assert second.returncode != 0
+            assert wait_for(lambda: rejected("busy") == busy_before + 1, 2)
+            assert running.inputs() == [live] and not live.closed  # the first publisher stays on air
+        finally:
+            first.kill()
+    print(f"\nsecond caller refused {refused_after:.2f} s after it started (ffmpeg's own startup included)")
+
+
+def test_a_port_in_use_is_retried_with_backoff_until_it_frees(program, caplog):
+    port = free_udp_port()
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    holder.bind(("127.0.0.1", port))
+    srt = SrtIngest(program[0], TOKEN, "127.0.0.1", port)
+    try:
+        with caplog.at_level(logging.WARNING, logger="stream.ingest.srt"):
+            srt.start()
+            assert wait_for(lambda: "exited (code 1) without a publisher: srt_bind" in caplog.text, 5), caplog.text
+        holder.close()
+        freed = time.monotonic()
+        assert wait_for(lambda: srt.listener_pid is not None and listening(port), 5)
+        print(f"\nlistening {time.monotonic() - freed:.2f} s after the port freed")
+    finally:
+        holder.close()
+        srt.stop()
+
+
+def test_the_listener_child_stops_when_its_stdin_ends_as_when_the_origin_dies():
+    port = free_udp_port()
+    child = subprocess.Popen([sys.executable, "-m", LISTENER, "--host", "127.0.0.1", "--port", str(port)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        child.stdin.write(TOKEN.encode() + b"\n")
+        child.stdin.flush()
+        assert wait_for(lambda: listening(port), 5)
+        started = time.monotonic()
+        child.stdin.close()  # what the kernel does to the pipe when the origin is killed
+        assert child.wait(2) == 0
+        stopped = time.monotonic() - started
+        assert stopped < 1.0 and not listening(port)
+        events = [json.loads(line) for line in child.stderr.read().splitlines()]
+        assert events == [{"event": "listening", "remote": f"127.0.0.1:{port}"}]
+        print(f"\nlistener gone {stopped:.2f} s after its stdin closed")
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        child.stderr.close()
