@@ -24,6 +24,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import math
 import re
 import secrets
@@ -144,9 +145,23 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+def address_group(address: str) -> str:
+    """Who a client is for per-client limits: an IPv4 address, or the /64 of an IPv6 one (a single
+    subscriber is given a whole /64 and could otherwise rotate addresses within it)."""
+    if ":" not in address:  # IPv4, the common case under a flood: no parsing
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
+
+
 class FailedCredentials:
-    """Per-client memory of failed credentials (bounded, in memory, keyed by address): shared by
-    every credential check of a process, so guesses against RTMP and the console add up."""
+    """Per-client memory of failed credentials (bounded, in memory, keyed by `address_group`):
+    shared by every credential check of a process, so guesses against RTMP and the console add up."""
 
     def __init__(self, limit: Limit = FAILURES, delay: float = FAILURE_DELAY) -> None:
         self._failures = RateLimiter(limit)
@@ -154,7 +169,7 @@ class FailedCredentials:
 
     def retry_after(self, client: str | None) -> int:
         """0 when `client` may present a credential now; else the seconds it must wait (locked out)."""
-        return self._failures.wait(client or "unknown")
+        return self._failures.wait(address_group(client or "unknown"))
 
     def locked_out(self, client: str | None, credential: str) -> int:
         """`retry_after`, counting a refused attempt in the metrics."""
@@ -165,7 +180,7 @@ class FailedCredentials:
 
     def record(self, client: str | None, credential: str) -> None:
         """Count a failure of `credential` (a bounded label) without holding anything up."""
-        self._failures.take(client or "unknown")
+        self._failures.take(address_group(client or "unknown"))
         metrics.AUTH_FAILURES.labels(credential).inc()
 
     async def failed(self, client: str | None, credential: str) -> None:

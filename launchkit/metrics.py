@@ -49,8 +49,9 @@ INGEST_CONNECTIONS = Counter(
     "launchkit_ingest_connections", "Publisher sessions accepted", ["protocol", "role"]
 )
 INGEST_REJECTED = Counter(
-    "launchkit_ingest_rejected", "Publisher attempts refused before any media was accepted",
-    ["protocol", "reason"],  # reason: bad_key, busy, bad_request, unsupported
+    "launchkit_ingest_rejected", "Publisher attempts refused before any media was accepted (bad_key: wrong or "
+    "locked-out key; busy: slot taken, connection evicted or over the per-address rate)",
+    ["protocol", "reason"],  # reason: bad_key, busy, bad_request, unsupported, locked_out
 )
 CREDENTIALS = ("publish", "ops", "edge", "metrics")
 AUTH_FAILURES = Counter(

@@ -23,6 +23,9 @@ class Worker:
     def start(self) -> None:
         self._thread.start()
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def request_stop(self) -> None:
         self.stopping.set()
 
