@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -54,6 +55,13 @@ class LocalDemo:
             self.stop()
 
 
+def metrics_auth() -> dict[str, str]:
+    """The header `/metrics` needs, with the metrics token of this process's environment (made up
+    if unset: the servers this process starts inherit it, as a deployment's share one)."""
+    token = os.environ.setdefault("LAUNCHKIT_METRICS_TOKEN", secrets.token_urlsafe(24))
+    return {"Authorization": f"Bearer {token}"}
+
+
 def launchkit_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "launchkit", *args]
 
@@ -66,6 +74,7 @@ def start_launchkit(role: str, *args: str, env: dict[str, str] | None = None, lo
                     ready_timeout: float = 20, wait_for_media: bool = True) -> LocalDemo:
     """Start `launchkit ROLE` on a free loopback port; wait until it serves HTTP and, unless told
     otherwise, until /readyz says media flows."""
+    metrics_auth()  # the server shares the metrics token of whoever scrapes it from here
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix=f"launchkit-{role}-"))
     log_path = log_dir / f"{role}-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log:

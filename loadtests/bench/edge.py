@@ -84,7 +84,7 @@ from typing import Any, Callable
 import numpy
 
 from loadtests.player import PlayerConfig, Swarm, parse_media_playlist
-from loadtests.target import LocalDemo, free_port, launchkit_command, start_launchkit
+from loadtests.target import LocalDemo, free_port, launchkit_command, metrics_auth, start_launchkit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NGINX = "/usr/sbin/nginx"
@@ -228,7 +228,8 @@ def plain_playlist(text: str) -> str:
 
 
 def _fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    headers = metrics_auth() if url.endswith("/metrics") else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
         return response.read()
 
 

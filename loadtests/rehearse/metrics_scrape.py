@@ -10,6 +10,7 @@ encoder lag, the event-loop lag, and the count of 5xx answers. A failed scrape i
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import aiohttp
@@ -47,8 +48,11 @@ def parse(text: str) -> dict[str, float | None]:
 
 
 async def scrape(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """One sample; `/metrics` is read with the target's metrics token (LAUNCHKIT_METRICS_TOKEN)."""
+    token = os.environ.get("LAUNCHKIT_METRICS_TOKEN", "")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT)) as response:
+        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT)) as response:
             if response.status != 200:
                 return {"error": f"http_{response.status}"}
             return parse(await response.text())
