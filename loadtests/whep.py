@@ -91,6 +91,13 @@ class WhepResult:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
+def loopback_viewer(index: int) -> aiohttp.ClientSession:
+    """Viewer `index`'s own HTTP session, from its own loopback address (127.0.0.2, 127.0.0.3, …):
+    on a machine of their own, viewers are many clients, as servers count them (per-address limits)."""
+    address = f"127.0.{index // 250}.{2 + index % 250}"
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+
+
 async def watch(session: aiohttp.ClientSession, whep_url: str, seconds: float, ice: IceSettings,
                 stop: asyncio.Event | None = None) -> WhepResult:
     """One viewer for `seconds` (or until `stop`); never raises for network or HTTP trouble."""

@@ -54,6 +54,15 @@ def fetch(url: str, timeout: float = 5, headers: dict[str, str] | None = None) -
         return error.code, dict(error.headers), error.read()
 
 
+def wait_for(condition, timeout: float, what: str, step: float = 0.05) -> float:
+    """Poll `condition` until true (bounded); returns the seconds it took, fails the test naming `what`."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, f"timed out waiting for {what}"
+        time.sleep(step)
+    return time.monotonic() - started
+
+
 def fetch_metrics(base_url: str, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
     """`GET /metrics` as Prometheus does it: with the metrics token."""
     return fetch(base_url + "/metrics", timeout, METRICS_AUTH)
@@ -75,9 +84,14 @@ async def raw_get(host: str, port: int, target: str) -> tuple[int, bytes]:
 
 @dataclass
 class RedisProcess:
+    """redis-server on loopback. `persistent`: with its append-only file on (fsync every second), as
+    a deployment that must not lose what Redis acknowledged runs it; a restart on the same port and
+    directory loads what the killed process had acknowledged."""
+
     port: int
     directory: Path
     process: subprocess.Popen | None = None
+    persistent: bool = False
 
     @property
     def url(self) -> str:
@@ -85,12 +99,13 @@ class RedisProcess:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "everysec",
              "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # PING answers +PONG only once the append-only file is loaded
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
                 if sock.recv(16).startswith(b"+PONG"):

@@ -346,7 +346,9 @@
         });
       },
       fetchSetup(context, init) {
-        return new Request(withTicket(context.url), { ...init, headers: { ...(init && init.headers), ...headers() } });
+        const merged = new Headers(init && init.headers); // hls.js's own (a Headers object or a plain one)
+        merged.set(KEY_HEADER, clientKey);
+        return new Request(withTicket(context.url), { ...init, headers: merged });
       },
     };
   }

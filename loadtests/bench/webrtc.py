@@ -41,7 +41,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import av
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -51,7 +50,7 @@ from launchkit.auth import Tokens, generate_token
 from loadtests.bench.edge import CLIENT_CORE, SERVER_CORE, affinity, cpu_budget_group, join_group, remove_group
 from loadtests.bench.edge import cpu_seconds as process_cpu_seconds
 from loadtests.target import LocalDemo, free_port, start_demo, start_launchkit
-from loadtests.whep import install_counting_decoders, watch
+from loadtests.whep import install_counting_decoders, loopback_viewer, watch
 from stream.bus import PacketBus
 from stream.packet import EncodedPacket
 from stream.webrtc.feed import FeedClient
@@ -130,18 +129,18 @@ async def reference_server(origin: str, port: int) -> None:
 # ---- one step --------------------------------------------------------------------------------------
 
 async def run_step(url: str, pid: int, viewers: int, seconds: float) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session:
-        cpu_before, started = process_cpu_seconds(pid), time.monotonic()
-        generator_before = time.process_time()
+    cpu_before, started = process_cpu_seconds(pid), time.monotonic()
+    generator_before = time.process_time()
 
-        async def one(index: int):
-            await asyncio.sleep(index * 2.0 / viewers)  # joins spread over 2 s
-            return await watch(session, url, seconds, LOOPBACK)
+    async def one(index: int):
+        await asyncio.sleep(index * 2.0 / viewers)  # joins spread over 2 s
+        async with loopback_viewer(index) as own:  # each viewer from its own address
+            return await watch(own, url, seconds, LOOPBACK)
 
-        results = await asyncio.gather(*(one(i) for i in range(viewers)))
-        wall = time.monotonic() - started
-        cpu = (process_cpu_seconds(pid) - cpu_before) / wall
-        generator = (time.process_time() - generator_before) / wall
+    results = await asyncio.gather(*(one(i) for i in range(viewers)))
+    wall = time.monotonic() - started
+    cpu = (process_cpu_seconds(pid) - cpu_before) / wall
+    generator = (time.process_time() - generator_before) / wall
     ratios = [r.frames / max(1, r.expected_frames(FPS)) for r in results]
     mbps = [r.bytes * 8 / seconds / 1e6 for r in results if r.frames]
     ok = all(r.status == 201 and r.error is None for r in results) and min(ratios) >= DELIVERY_TARGET

@@ -11,13 +11,15 @@ landing page takes as "play LL-HLS instead". A session that does not connect wit
 the connect timeout (stream/webrtc/session.py), or whose connection fails (ICE consent expires ~30 s after a viewer vanishes),
 frees its place by itself.
 
-Squatting: an offer costs nothing to send and would hold a place until it connects or times out,
-so sessions that have not connected yet ("pending") are bounded: MAX_PENDING_PER_CLIENT per client
-address (behind `--trusted-proxies`, the real client; beyond, 503), and a quarter of the places in
-all: a new offer beyond that ends the oldest pending session. A real viewer connects within a
-second or two and stops counting as pending, so offers that never connect hold a bounded share of
-the places, never all of them, however many addresses send them. Liveness and capacity are checked
-before the offer is read.
+Squatting: an offer costs nothing to send and would hold a place until it connects or times out
+(the connect timeout, 15 s). So when every place is taken, a new offer ends the oldest session that
+was answered more than STALE_PENDING ago and has still not connected (a real viewer connects within
+a second or two, over TURN/TCP a few): offers that never connect keep nobody out for longer than
+that, however many addresses send them. One address may have at most MAX_PENDING_PER_CLIENT
+sessions connecting at once (behind `--trusted-proxies`, the real client's; beyond, 503), so it
+cannot churn the places by itself. A flash crowd of real viewers is not slowed: while there are
+free places, nothing is refused for connecting. Liveness and capacity are checked before the offer
+is read.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -42,8 +45,11 @@ log = logging.getLogger(__name__)
 
 STATS_INTERVAL = 5.0
 RETRY_AFTER = 10  # seconds before a refused viewer (now on LL-HLS) may try WebRTC again
-MAX_PENDING_PER_CLIENT = 4  # a page sends one offer; a newsroom behind one NAT a few at once
-MIN_PENDING = 8  # the pending cap of small servers (a quarter of max_viewers otherwise)
+# A page sends one offer, a newsroom or a rehearsal worker behind one address several at once; one
+# address must not be able to churn the whole pending share by itself (the eviction below would let
+# it push out other viewers still connecting).
+MAX_PENDING_PER_CLIENT = 16
+STALE_PENDING = 5.0  # seconds after its answer: a session not connected by then may give way
 
 
 def _h264_preferences() -> list[RTCRtpCodecCapability]:
@@ -67,7 +73,7 @@ class WhepSession(PeerSession):
         super().__init__(session_id, pc, on_closed)
         self.viewer = viewer
         self.client = client
-        self.answered = False
+        self.answered_at: float | None = None  # monotonic time of the answer
 
     async def negotiate(self, offer: str, audio: bool, fanout: Fanout) -> str:
         # Transceivers and their codec preferences come before the offer: aiortc settles each
@@ -84,7 +90,7 @@ class WhepSession(PeerSession):
         await self.pc.setLocalDescription(answer)
         self._watch()
         self._spawn(self._report_stats())
-        self.answered = True
+        self.answered_at = time.monotonic()
         return self.pc.localDescription.sdp
 
     async def _report_stats(self) -> None:
@@ -167,16 +173,15 @@ class WhepEndpoint(SessionResources[WhepSession]):
         if sum(session.client == client for session in pending) >= MAX_PENDING_PER_CLIENT:
             raise Refusal(503, f"{MAX_PENDING_PER_CLIENT} WebRTC sessions from your address are still connecting: "
                                "play LL-HLS, or retry later", "pending", retry)
-        if len(pending) >= max(MIN_PENDING, self.max_viewers // 4):
-            answered = [session for session in pending if session.answered]  # had their chance to connect
-            if not answered:
-                raise Refusal(503, "too many WebRTC sessions are connecting at once: play LL-HLS, or retry later",
-                              "pending", retry)
-            metrics.WHEP_REFUSED.labels("pending").inc()
-            await answered[0].close("still not connected while newer viewers were")
-        if len(self._sessions) >= self.max_viewers:
+        if len(self._sessions) < self.max_viewers:
+            return
+        stale_before = time.monotonic() - STALE_PENDING
+        stale = next((s for s in pending if s.answered_at is not None and s.answered_at < stale_before), None)
+        if stale is None:
             raise Refusal(503, "WebRTC is at capacity on this server: play LL-HLS instead, or retry later", "capacity",
                           retry)
+        metrics.WHEP_REFUSED.labels("pending").inc()
+        await stale.close(f"not connected {STALE_PENDING:g} s after its answer, and a new viewer needed the place")
 
 
 def _refuse(refusal: Refusal) -> web.Response:

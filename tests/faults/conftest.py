@@ -9,9 +9,6 @@ import contextlib
 import json
 import resource
 import signal
-import socket
-import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,32 +28,10 @@ ORIGIN_ENV = {"LAUNCHKIT_OPS_TOKEN": OPS_TOKEN, "LAUNCHKIT_PUBLISH_TOKEN": PUBLI
 OPS_AUTH = {"Authorization": f"Bearer {OPS_TOKEN}"}
 
 
-class PersistentRedis(RedisProcess):
-    """redis-server as a deployment that must not lose accepted posts runs it: append-only file on
-    (fsync every second, Redis's default once it is on), in its own directory, so a restart on the
-    same port and directory loads what the killed process had acknowledged."""
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "everysec", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # PING answers +PONG only once the append-only file is loaded
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return
-            assert self.process.poll() is None, "redis-server exited"
-            time.sleep(0.05)
-        raise TimeoutError("redis-server did not answer within 10 s")
-
-
 @pytest.fixture(scope="module")
-def persistent_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PersistentRedis]:
+def persistent_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     require(REDIS_SERVER)
-    server = PersistentRedis(free_port(), tmp_path_factory.mktemp("redis"))
+    server = RedisProcess(free_port(), tmp_path_factory.mktemp("redis"), persistent=True)
     server.start()
     yield server
     server.stop()

@@ -24,7 +24,7 @@ import yaml
 from launchkit import catalogue
 from loadtests.target import LocalDemo, free_port
 from stream.recorder import BACKLOG_LIMIT_BYTES
-from tests.conftest import METRICS_TOKEN, fetch, fetch_metrics, require
+from tests.conftest import METRICS_TOKEN, fetch, fetch_metrics, require, wait_for
 from tests.faults.conftest import OPS_AUTH, go_live, start_origin
 from tests.stream.test_recorder import fill, tiny_disk
 
@@ -105,12 +105,6 @@ def alert_state(base: str) -> str | None:
     return alerts[0]["state"] if alerts else None
 
 
-def wait_for(condition, what: str, timeout: float) -> float:
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def lost_ranges(log: str) -> dict[str, list[int]]:
@@ -151,16 +145,16 @@ def test_disk_full_under_the_recorder(tmp_path):
         try:
             origin = start_origin(tmp_path, port)
             go_live(origin.url)
-            wait_for(lambda: len(list((recording / "180p").glob("*.m4s"))) >= 2, "two recorded segments", 15)
+            wait_for(lambda: len(list((recording / "180p").glob("*.m4s"))) >= 2, 15, "two recorded segments", step=0.2)
             wait_for(lambda: prometheus_api(prometheus_url, "query", query='up{job="launchkit"} == 1')["result"],
-                     "Prometheus to scrape the origin", 20)
+                     20, "Prometheus to scrape the origin", step=0.2)
             assert recorder_metrics(origin.url)["up"] == 1 and alert_state(prometheus_url) is None
             rss_before = rss(origin.process)
 
             recorded_before = len(list((recording / "180p").glob("*.m4s")))
             ballast = fill(disk)
             full_at = time.monotonic()
-            went_down = wait_for(lambda: recorder_metrics(origin.url)["up"] == 0, "recorder_up 0", 10)
+            went_down = wait_for(lambda: recorder_metrics(origin.url)["up"] == 0, 10, "recorder_up 0", step=0.2)
             first_sequence, peak_rss, peak_backlog = media_sequence(origin.url), rss_before, 0.0
             while alert_state(prometheus_url) != "firing":  # bounded: FULL_FOR_AT_MOST
                 assert time.monotonic() - full_at < FULL_FOR_AT_MOST, f"{ALERT} not firing"
@@ -176,10 +170,10 @@ def test_disk_full_under_the_recorder(tmp_path):
             assert peak_backlog <= BACKLOG_LIMIT_BYTES and peak_rss - rss_before < RSS_GROWTH_LIMIT
 
             ballast.unlink()
-            resumed_after = wait_for(lambda: recorder_metrics(origin.url)["up"] == 1, "recording to resume", 10)
+            resumed_after = wait_for(lambda: recorder_metrics(origin.url)["up"] == 1, 10, "recording to resume", step=0.2)
             after = recorder_metrics(origin.url)
             wait_for(lambda: len(list((recording / "180p").glob("*.m4s"))) >= recorded_before + 3,
-                     "three segments after the gap", 10)
+                     10, "three segments after the gap", step=0.2)
             assert recorder_metrics(origin.url)["lost"] == after["lost"]  # nothing lost once space is back
             ended = ops_event(origin.url, "end")
             lost = recorder_metrics(origin.url)["lost"]

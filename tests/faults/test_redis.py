@@ -1,7 +1,7 @@
 """Redis SIGKILLed and restarted during a live event: no wall post answered 202 is lost or stored
 twice, and admission goes on.
 
-Real processes: redis-server with its append-only file on (`PersistentRedis`: what a deployment
+Real processes: redis-server with its append-only file on (`RedisProcess(persistent=True)`: what a deployment
 must run, see the README's limits), a `launchkit origin` with a data directory and `--redis`, and
 a `launchkit edge` sharing that Redis (wall intake, shared waiting room). Posters send comments at
 a steady pace to the edge (which hands them to Redis) and to the origin (which stores them in

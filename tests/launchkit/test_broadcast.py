@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import time
 import urllib.request
 
 import pytest
@@ -13,7 +12,7 @@ from playwright.sync_api import sync_playwright
 
 from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS, PLAYER_STATE
 from loadtests.target import LocalDemo, free_port, start_launchkit
-from tests.conftest import fetch, fetch_metrics
+from tests.conftest import fetch, fetch_metrics, wait_for
 
 PUBLISH, OPS = "publish-token-for-tests", "ops-token-for-the-tests"
 ENV = {"LAUNCHKIT_PUBLISH_TOKEN": PUBLISH, "LAUNCHKIT_OPS_TOKEN": OPS}
@@ -32,12 +31,6 @@ def ops(origin: LocalDemo, path: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def wait_for(predicate, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < timeout, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def on_air(origin: LocalDemo) -> str:

@@ -19,7 +19,6 @@ import json
 import re
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.target import LocalDemo, free_port, start_launchkit
-from tests.conftest import fetch_metrics
+from tests.conftest import fetch_metrics, wait_for
 from tests.security.conftest import assert_no_traceback
 
 pytestmark = pytest.mark.security
@@ -81,12 +80,6 @@ def udp_listening(port: int) -> bool:
         return any(int(line.split()[1].split(":")[1], 16) == port for line in list(table)[1:])
 
 
-def wait_for(condition, seconds: float, what: str) -> float:
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < seconds, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def ops_status(origin: LocalDemo) -> dict:

@@ -27,9 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS, READ_TIMECODE
 from loadtests.target import LocalDemo, start_demo
-from loadtests.whep import install_counting_decoders, watch
+from loadtests.whep import WhepResult, install_counting_decoders, loopback_viewer, watch
 from stream.source.testcard import TIMECODE_BITS, timecode_block
 from stream.webrtc.ice import IceSettings
+from stream.webrtc.whep import STALE_PENDING
 from tests.conftest import METRICS_AUTH
 from tests.stream.relay.harness import start_edge, stop_all
 from tests.stream.webrtc.scenario import main
@@ -88,7 +89,7 @@ async def whep_fanout(viewers: str = "30", seconds: str = "30") -> dict[str, Any
                               origin_feeds=origin_metrics[("launchkit_webrtc_feed_downstreams", ())])
 
             results, _ = await asyncio.gather(
-                asyncio.gather(*(watch(session, edge.url + "/whep", duration, LOOPBACK) for _ in range(count))),
+                asyncio.gather(*(_watch_from(i, edge.url + "/whep", duration) for i in range(count))),
                 sample())
             elapsed = time.monotonic() - started
             after = await _metrics(origin.url)
@@ -98,6 +99,11 @@ async def whep_fanout(viewers: str = "30", seconds: str = "30") -> dict[str, Any
                - before[("launchkit_encoder_frames_total", (("rendition", "webrtc"),))])
     return {"viewers": [r.as_dict() | {"expected": r.expected_frames(FPS)} for r in results],
             "elapsed": elapsed, "webrtc_frames_encoded": encoded, "during": during, "fps": FPS}
+
+
+async def _watch_from(index: int, whep_url: str, seconds: float) -> WhepResult:
+    async with loopback_viewer(index) as session:
+        return await watch(session, whep_url, seconds, LOOPBACK)
 
 
 async def _until_feed(session: aiohttp.ClientSession, edge_url: str, timeout: float = 15.0) -> None:
@@ -114,8 +120,9 @@ async def _until_feed(session: aiohttp.ClientSession, edge_url: str, timeout: fl
 
 _FROZEN_VIEWER = """
 import asyncio, aiohttp, sys
-from loadtests.whep import install_counting_decoders, watch
+from loadtests.whep import WhepResult, install_counting_decoders, loopback_viewer, watch
 from stream.webrtc.ice import IceSettings
+from stream.webrtc.whep import STALE_PENDING
 install_counting_decoders()
 async def main():
     async with aiohttp.ClientSession() as session:
@@ -136,23 +143,22 @@ async def whep_frozen_viewer(seconds: str = "25") -> dict[str, Any]:
     origin = _demo()
     frozen = None
     try:
-        async with aiohttp.ClientSession() as session:
-            frozen = subprocess.Popen([sys.executable, "-c", _FROZEN_VIEWER, origin.url + "/whep", str(duration + 10)],
-                                      stderr=subprocess.DEVNULL)
-            await asyncio.sleep(3)  # it connected and plays
-            frozen.send_signal(signal.SIGSTOP)
-            rss_before = _rss(origin.process.pid)
-            rss: list[int] = []
+        frozen = subprocess.Popen([sys.executable, "-c", _FROZEN_VIEWER, origin.url + "/whep", str(duration + 10)],
+                                  stderr=subprocess.DEVNULL)
+        await asyncio.sleep(3)  # it connected and plays
+        frozen.send_signal(signal.SIGSTOP)
+        rss_before = _rss(origin.process.pid)
+        rss: list[int] = []
 
-            async def sample_rss() -> None:
-                for _ in range(int(duration)):
-                    await asyncio.sleep(1)
-                    rss.append(_rss(origin.process.pid))
+        async def sample_rss() -> None:
+            for _ in range(int(duration)):
+                await asyncio.sleep(1)
+                rss.append(_rss(origin.process.pid))
 
-            results, _ = await asyncio.gather(
-                asyncio.gather(*(watch(session, origin.url + "/whep", duration, LOOPBACK) for _ in range(5))),
-                sample_rss())
-            metrics = await _metrics(origin.url)
+        results, _ = await asyncio.gather(
+            asyncio.gather(*(_watch_from(i, origin.url + "/whep", duration) for i in range(5))),
+            sample_rss())
+        metrics = await _metrics(origin.url)
     finally:
         if frozen is not None:
             frozen.send_signal(signal.SIGKILL)
@@ -306,15 +312,19 @@ async def whep_squatters(offers: str = "100", addresses: str = "25") -> dict[str
         offer = _squatter_offer(blackhole.getsockname()[1])
         sources = [f"127.0.0.{2 + i % int(addresses)}" for i in range(int(offers))]
         statuses = await asyncio.gather(*(_squat(origin.url + "/whep", offer, source) for source in sources))
+        flooded = time.monotonic()
         async with aiohttp.ClientSession() as session:
             async with session.get(origin.url + "/api/status") as response:
                 after_flood = (await response.json())["webrtc"]
+            await asyncio.sleep(STALE_PENDING + 0.5)
+            viewer_after = time.monotonic() - flooded
             viewer = await watch(session, origin.url + "/whep", 6.0, LOOPBACK)
         refused = await _metrics(origin.url)
     finally:
         stop_all(origin)
         blackhole.close()
-    return {"statuses": sorted(statuses), "after_flood": after_flood, "viewer": viewer.as_dict() | {
+    return {"statuses": sorted(statuses), "after_flood": after_flood, "viewer_after": viewer_after,
+            "viewer": viewer.as_dict() | {
         "expected": viewer.expected_frames(FPS)}, "pending_refusals": refused.get(
             ("launchkit_whep_refused_total", (("reason", "pending"),)), 0.0), "log": origin.log()}
 
