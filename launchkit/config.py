@@ -248,9 +248,23 @@ MEDIA_OPTIONS = (
            show=lambda r: f"{r.width}x{r.height}:{r.bitrate // 1000}" if r else "off"),
 )
 
+def _turn_urls(text: str) -> tuple[str, ...]:
+    urls = _list(text)
+    for url in urls:
+        if not re.match(r"^turns?:[A-Za-z0-9.:\[\]-]+(\?transport=(udp|tcp))?$", url):
+            raise ConfigError(f"expected turn: or turns: URLs (e.g. turn:turn.example.org:3478?transport=tcp), "
+                              f"got {url!r}")
+    return urls
+
+
 WEBRTC_OPTIONS = (
     Option("max-webrtc-viewers", _bounded_int(0, 100_000), 100, "WHEP viewers this server sends WebRTC to; beyond, "
            "503 + Retry-After and the page plays LL-HLS (0: no WebRTC viewers)", "N"),
+    Option("turn-urls", _turn_urls, (), "TURN servers WHEP viewers may relay through (turn:HOST:PORT?transport=tcp, "
+           "turns:HOST:5349), separated by commas; credentials are signed with LAUNCHKIT_TURN_SECRET", "LIST",
+           show=lambda urls: ",".join(urls) or "none"),
+    Option("turn-credential-ttl", _bounded_int(60, 7 * 86400), 43200, "seconds a viewer's TURN credential is valid "
+           "(the TURN server checks it again on every refresh: cover the longest viewing)", "S"),
 )
 
 ORIGIN_OPTIONS = (
@@ -451,6 +465,8 @@ class Config:
     stall_timeout: float
     webrtc: Rendition | None
     max_webrtc_viewers: int
+    turn_urls: tuple[str, ...]
+    turn_credential_ttl: int
     rtmp_port: int | None
     srt_port: int | None
     public_host: str

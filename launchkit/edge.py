@@ -100,6 +100,8 @@ class EdgeSettings:
     negative_ttl: float = 0.5
     max_viewers: int | None = None
     max_webrtc_viewers: int = 100
+    turn_urls: tuple[str, ...] = ()
+    turn_credential_ttl: int = 43200
     max_egress_mbps: float = 0.0
     max_loop_lag_ms: int = 100
     ticket_ttl: float = 60.0

@@ -338,6 +338,9 @@ def init_wall_labels() -> None:
 QOE_PROTOCOLS = ("webrtc", "llhls", "hls", "none")  # none: an error before anything played
 QOE_ERROR_TYPES = ("network", "media", "player", "other")
 QOE_RESULTS = ("accepted", "malformed", "too_large", "unsupported", "rate_limited")
+# How a page's WebRTC attempt beside LL-HLS ended: won (the picture switched to it), refused (503/429),
+# failed (negotiation, ICE or DTLS), timeout (no picture in time), lost (the connection on screen failed).
+QOE_WEBRTC_OUTCOMES = ("won", "refused", "failed", "timeout", "lost")
 
 QOE_BEACONS = Counter(
     "launchkit_qoe_beacons", "QoE beacons received, by result (accepted or why refused)", ["result"],
@@ -360,6 +363,9 @@ QOE_REBUFFER = Counter(
 QOE_ERRORS = Counter(
     "launchkit_qoe_errors", "Fatal player errors, by protocol and type", ["protocol", "type"],
 )
+QOE_WEBRTC_ATTEMPTS = Counter(
+    "launchkit_qoe_webrtc_attempts", "Players' WebRTC attempts beside LL-HLS, by how they ended", ["outcome"],
+)
 
 
 def init_qoe_labels() -> None:
@@ -373,4 +379,6 @@ def init_qoe_labels() -> None:
         QOE_REBUFFER.labels(protocol)
         for kind in QOE_ERROR_TYPES:
             QOE_ERRORS.labels(protocol, kind)
+    for outcome in QOE_WEBRTC_OUTCOMES:
+        QOE_WEBRTC_ATTEMPTS.labels(outcome)
 # ---- end of QoE beacons -----------------------------------------------------------------------------

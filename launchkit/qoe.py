@@ -3,7 +3,9 @@
 `POST /api/qoe` takes one small JSON object per player every 30 s (and when the page hides):
 
     {"protocol": "llhls", "startup": 1.2, "played": 29.8, "stalls": 1, "rebuffer": 0.6,
-     "errors": {"network": 0, "media": 1, "player": 0, "other": 0}}
+     "errors": {"network": 0, "media": 1, "player": 0, "other": 0}, "webrtc": {"won": 1}}
+
+(`webrtc`: how the page's WebRTC attempts beside LL-HLS ended: won, refused, failed, timeout, lost)
 
 every field but `protocol` optional; counts and seconds are since the player's previous beacon, so
 the server keeps no per-viewer state and any edge (or worker) can take any beacon. Answers: 204;
@@ -67,14 +69,18 @@ class QoeBeacons:
 
 def parse_beacon(data: object) -> dict[str, Any]:
     """The validated beacon; raises Refusal (and nothing is counted) on any bad field."""
-    if not isinstance(data, dict) or set(data) - {"protocol", "startup", "played", "stalls", "rebuffer", "errors"}:
-        raise Refusal(400, "expected an object with protocol, startup, played, stalls, rebuffer and errors",
+    if not isinstance(data, dict) or set(data) - {"protocol", "startup", "played", "stalls", "rebuffer", "errors",
+                                                  "webrtc"}:
+        raise Refusal(400, "expected an object with protocol, startup, played, stalls, rebuffer, errors and webrtc",
                       "malformed")
     if data.get("protocol") not in metrics.QOE_PROTOCOLS:
         raise Refusal(400, f"protocol must be one of {', '.join(metrics.QOE_PROTOCOLS)}", "malformed")
     errors = data.get("errors", {})
     if not isinstance(errors, dict) or set(errors) - set(metrics.QOE_ERROR_TYPES):
         raise Refusal(400, f"errors must count {', '.join(metrics.QOE_ERROR_TYPES)}", "malformed")
+    webrtc = data.get("webrtc", {})
+    if not isinstance(webrtc, dict) or set(webrtc) - set(metrics.QOE_WEBRTC_OUTCOMES):
+        raise Refusal(400, f"webrtc must count {', '.join(metrics.QOE_WEBRTC_OUTCOMES)}", "malformed")
     return {
         "protocol": data["protocol"],
         "startup": _number(data, "startup", MAX_SECONDS, optional=True),
@@ -82,6 +88,7 @@ def parse_beacon(data: object) -> dict[str, Any]:
         "rebuffer": _number(data, "rebuffer", MAX_SECONDS),
         "stalls": int(_number(data, "stalls", MAX_COUNT, whole=True)),
         "errors": {kind: int(_number(errors, kind, MAX_COUNT, whole=True)) for kind in errors},
+        "webrtc": {outcome: int(_number(webrtc, outcome, MAX_COUNT, whole=True)) for outcome in webrtc},
     }
 
 
@@ -105,3 +112,5 @@ def record(beacon: dict[str, Any]) -> None:
     metrics.QOE_REBUFFER.labels(protocol).inc(beacon["rebuffer"])
     for kind, count in beacon["errors"].items():
         metrics.QOE_ERRORS.labels(protocol, kind).inc(count)
+    for outcome, count in beacon["webrtc"].items():
+        metrics.QOE_WEBRTC_ATTEMPTS.labels(outcome).inc(count)

@@ -3,12 +3,15 @@
 // hls.js wherever Media Source Extensions exist and the browser's native HLS otherwise (iOS
 // Safari). State is exposed on window.launchkit for tests and QoE tooling.
 //
-// WebRTC first: when the event is live and /api/status offers WebRTC with headroom, the page asks
-// for it over WHEP (non-trickle: one POST with every candidate, answer in the response). A 503
-// (capacity), a failed negotiation or no picture within WEBRTC_START_MS moves the viewer to LL-HLS
-// without showing an error, and WebRTC is not tried again for Retry-After (at least
-// WEBRTC_RETRY_MS); a viewer on HLS stays on HLS, new viewers get WebRTC again once capacity frees.
-// `?protocol=hls` or `?protocol=webrtc` on the page URL forces one (tests, troubleshooting).
+// LL-HLS first, WebRTC beside it: nobody waits for an attempt that may fail. The live stream starts
+// on LL-HLS at once; when /api/status offers WebRTC with headroom, the page negotiates WHEP at the
+// same time into a second, invisible <video> (webrtc.js). Once that one has decoded its first frame
+// the page switches to it (it takes the id "player", the sound settings and the captions; LL-HLS
+// stops): the picture jumps a second closer to live, without a black frame or a spinner. If WebRTC
+// is refused, fails or shows nothing within WEBRTC_START_MS, the viewer simply stays on LL-HLS, is
+// not offered WebRTC again for Retry-After (at least WEBRTC_RETRY_MS), and the QoE beacon says
+// which path won and why. A WebRTC connection lost later goes back to LL-HLS the same way.
+// `?protocol=hls` never tries WebRTC; `?protocol=webrtc` tries it without headroom (tests, troubleshooting).
 //
 // Edge failover: /api/status lists the edges taking viewers (recommended.edges). When the page's
 // edge drains (status says so) or stops answering (a media or status request fails without an
@@ -17,7 +20,7 @@
 // ticket is honoured by every edge of the event (they share its signing secret).
 (() => {
   "use strict";
-  const video = document.getElementById("player");
+  let video = document.getElementById("player"); // the element on screen: LL-HLS's, then WebRTC's
   if (!video) return;
   const message = document.getElementById("player-message");
   const messageText = document.getElementById("player-message-text");
@@ -39,15 +42,16 @@
     reconnecting: "Reconnecting to the stream…",
   };
 
-  const WEBRTC_START_MS = 6000; // from the POST to the first picture, else LL-HLS
-  const WEBRTC_RETRY_MS = 30000; // after a refusal or failure, at least this long on HLS
+  const WEBRTC_START_MS = 6000; // from the POST to the first picture, else the viewer stays on LL-HLS
+  const WEBRTC_RETRY_MS = 30000; // after a refusal or failure, at least this long on LL-HLS only
   const TICKET_RENEW_MS = 20000; // WebRTC makes no media requests: renew the admission ticket itself
   const forced = new URLSearchParams(location.search).get("protocol"); // "hls" | "webrtc" | null
 
   const state = (window.launchkit = {
-    engine: null, // "hls.js" | "native" | "webrtc"
-    pc: null, // the WebRTC peer connection
-    whepSession: null, // its WHEP resource URL (DELETE ends it)
+    engine: null, // what is on screen: "hls.js" | "native" | "webrtc"
+    pc: null, // the WebRTC peer connection on screen
+    webrtc: [], // WebRTC attempts: {outcome: won|refused|failed|timeout|lost, details, at} (QoE, tests)
+    firstFrameAt: null, // performance.now() (ms since navigation) when the first frame was on screen
     hls: null,
     url: null, // what is playing: the live or the replay playlist
     event: null, // scheduled | live | ended
@@ -141,79 +145,131 @@
     state.engine = null;
     state.url = null;
     video.removeAttribute("src");
+    video.srcObject = null;
     if (admission) admission.cancel(); // stop waiting in line for a stream the page left
   }
 
-  // ---- WebRTC (WHEP) ---------------------------------------------------------------------------
+  // ---- the picture on screen -------------------------------------------------------------------
+
+  function watchVideo(element) {
+    element.addEventListener("playing", () => {
+      if (element !== video) return;
+      showMessage("");
+      unmute.hidden = !element.muted;
+    });
+    element.addEventListener("error", () => {
+      if (element !== video) return; // an attempt's element: its failure is the attempt's
+      const error = element.error;
+      state.errors.push({ type: "media", details: error ? `code ${error.code}: ${error.message}` : "unknown", fatal: true, at: Date.now() });
+    });
+    const first = () => {
+      if (element === video && state.firstFrameAt === null) state.firstFrameAt = performance.now();
+      else if (state.firstFrameAt === null && element.requestVideoFrameCallback) element.requestVideoFrameCallback(first);
+    };
+    if (element.requestVideoFrameCallback) element.requestVideoFrameCallback(first);
+    else element.addEventListener("playing", first, { once: true });
+  }
+
+  // A second element for the WebRTC attempt, under the one on screen until it has a picture.
+  function standbyVideo() {
+    const element = document.createElement("video");
+    element.className = "video video-standby";
+    element.muted = true; // autoplay; the viewer's sound settings come with the switch
+    element.playsInline = true;
+    element.autoplay = true;
+    element.setAttribute("aria-hidden", "true");
+    video.after(element);
+    watchVideo(element);
+    return element;
+  }
+
+  // The WebRTC element takes over: id, controls, sound, captions; LL-HLS stops.
+  function switchTo(element) {
+    const previous = video;
+    element.muted = previous.muted;
+    element.volume = previous.volume;
+    element.controls = true;
+    element.setAttribute("aria-label", previous.getAttribute("aria-label") || "");
+    element.removeAttribute("aria-hidden");
+    for (const track of previous.querySelectorAll("track")) element.append(track);
+    element.dataset.status = previous.dataset.status;
+    previous.id = "";
+    element.id = "player";
+    element.classList.remove("video-standby");
+    video = element;
+    if (state.hls) state.hls.destroy();
+    state.hls = null;
+    previous.remove();
+    window.dispatchEvent(new CustomEvent("launchkit:video", { detail: element })); // qoe.js follows it
+  }
+
+  // ---- WebRTC (WHEP) beside LL-HLS -------------------------------------------------------------
   let webrtcBlockedUntil = 0;
   let renewTimer = null;
   let lastStatus = null;
+  let attempt = null; // the WebRTC attempt in progress: {url, element}
+  let session = null; // the WHEP session on screen
 
   function webRtcOffered(status) {
     const webrtc = status.webrtc;
-    return forced !== "hls" && !!window.RTCPeerConnection && Date.now() >= webrtcBlockedUntil &&
+    return forced !== "hls" && !!window.RTCPeerConnection && !!window.launchkitWhep && Date.now() >= webrtcBlockedUntil &&
       status.event.state === "live" && !!status.recommended.url && !!webrtc && webrtc.available &&
       (webrtc.headroom > 0 || forced === "webrtc");
   }
 
-  function gathered(pc, timeoutMs) {
-    if (pc.iceGatheringState === "complete") return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
-      pc.addEventListener("icegatheringstatechange", done);
-      setTimeout(resolve, timeoutMs); // send what we have: the server's checks find us anyway
-    });
+  function outcome(result, details) {
+    state.webrtc.push({ outcome: result, details, at: Date.now() });
+    if (result !== "won") state.warnings.push({ type: "webrtc", details, fatal: false, at: Date.now() });
   }
 
-  async function startWebRtc(whepUrl) {
-    const pc = new RTCPeerConnection({ iceServers: [] }); // the server's host candidates are public
-    state.pc = pc;
-    const stream = new MediaStream();
-    pc.addTransceiver("video", { direction: "recvonly" });
-    pc.addTransceiver("audio", { direction: "recvonly" });
-    pc.ontrack = (event) => stream.addTrack(event.track);
-    pc.onconnectionstatechange = () => {
-      if (state.pc === pc && ["failed", "closed"].includes(pc.connectionState)) fallBack("connection " + pc.connectionState);
-    };
-    await pc.setLocalDescription(await pc.createOffer());
-    await gathered(pc, 2000);
-    const target = onEdge(admission ? admission.withTicket(whepUrl) : whepUrl);
-    const response = await fetch(target, {
-      method: "POST", headers: { "Content-Type": "application/sdp", ...(admission ? admission.headers() : {}) },
-      body: pc.localDescription.sdp,
+  // Negotiate WHEP next to whatever plays; switch once WebRTC has a picture, else stay.
+  function upgrade(status) {
+    if (attempt || session || !webRtcOffered(status)) return;
+    const whep = status.webrtc.url;
+    const element = standbyVideo();
+    const mine = (attempt = { url: state.url, element });
+    window.launchkitWhep.connect({
+      url: onEdge(admission ? admission.withTicket(whep) : whep),
+      headers: admission ? admission.headers() : {},
+      video: element,
+      timeoutMs: WEBRTC_START_MS,
+    }).then((connected) => {
+      attempt = null;
+      if (state.url !== mine.url || !state.engine) { // the page moved on meanwhile
+        connected.close();
+        element.remove();
+        return;
+      }
+      session = connected;
+      state.pc = connected.pc;
+      switchTo(element);
+      state.engine = "webrtc";
+      outcome("won", connected.servers.length ? "ice servers offered" : "host candidates");
+      if (admission) renewTimer = setInterval(() => admission.admit(), TICKET_RENEW_MS);
+      connected.broken.catch((error) => { if (session === connected) fallBack("lost", error.message); });
+    }, (error) => {
+      attempt = null;
+      element.remove();
+      webrtcBlockedUntil = Date.now() + Math.max(WEBRTC_RETRY_MS, error.retryMs || 0);
+      outcome(error.reason || "failed", error.message);
     });
-    if (state.pc !== pc) return; // the page moved on meanwhile
-    if (response.status !== 201) {
-      const retry = parseInt(response.headers.get("Retry-After") || "", 10);
-      fallBack(`WHEP ${response.status}`, Number.isFinite(retry) ? retry * 1000 : 0);
-      return;
-    }
-    state.whepSession = new URL(response.headers.get("Location"), response.url).href;
-    await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
-    video.srcObject = stream;
-    state.engine = "webrtc";
-    showMessage("");
-    play();
-    if (admission) renewTimer = setInterval(() => admission.admit(), TICKET_RENEW_MS);
-    setTimeout(() => {
-      if (state.pc === pc && !(video.currentTime > 0)) fallBack("no picture");
-    }, WEBRTC_START_MS);
   }
 
   function closeWebRtc() {
     if (renewTimer) clearInterval(renewTimer);
     renewTimer = null;
-    if (state.whepSession) fetch(state.whepSession, { method: "DELETE", keepalive: true }).catch(() => {});
-    state.whepSession = null;
-    if (state.pc) state.pc.close();
+    if (attempt) attempt.element.remove();
+    attempt = null;
+    if (session) session.close();
+    session = null;
     state.pc = null;
     if (video.srcObject) video.srcObject = null;
   }
 
-  // WebRTC did not work out: LL-HLS instead, without an error on screen.
-  function fallBack(reason, retryMs) {
-    state.warnings.push({ type: "webrtc", details: reason, fatal: false, at: Date.now() });
-    webrtcBlockedUntil = Date.now() + Math.max(WEBRTC_RETRY_MS, retryMs || 0);
+  // The WebRTC connection on screen was lost: LL-HLS again, without an error on screen.
+  function fallBack(result, details) {
+    outcome(result, details);
+    webrtcBlockedUntil = Date.now() + WEBRTC_RETRY_MS;
     const hls = lastStatus && lastStatus.recommended.url;
     detach();
     if (hls) attach(hls);
@@ -268,22 +324,16 @@
   function attach(url) {
     detach();
     state.url = url; // claimed now: status polls must not attach again while the viewer waits in line
-    const guarded = url.startsWith("/hls/") || url === whepPath();
+    const guarded = url.startsWith("/hls/");
     const ready = admission && guarded ? admission.admit() : Promise.resolve();
     ready.then(() => {
-      if (state.url === url && !state.engine) start(onEdge(url));
+      if (state.url !== url || state.engine) return;
+      start(onEdge(url));
+      if (lastStatus) upgrade(lastStatus); // WebRTC beside LL-HLS, with the same ticket
     }, () => {}); // cancelled: the page moved on (event ended, another URL)
   }
 
-  function whepPath() {
-    return (lastStatus && lastStatus.webrtc && lastStatus.webrtc.url) || "/whep";
-  }
-
   function start(url) {
-    if (url === onEdge(whepPath())) {
-      startWebRtc(whepPath()).catch((error) => fallBack(String(error)));
-      return;
-    }
     if (window.Hls && Hls.isSupported()) {
       attachHlsJs(url);
     } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
@@ -304,21 +354,12 @@
     countdownValue.textContent = seconds > 0 ? `in ${h ? h + " h " : ""}${m} min ${String(s).padStart(2, "0")} s` : "any moment now";
   }
 
-  // What to play: WebRTC for a new viewer when offered; whoever plays keeps their protocol.
-  function choose(status) {
-    const hls = status.recommended.url;
-    const whep = status.webrtc && status.webrtc.url;
-    if (whep && state.url === whep && status.event.state === "live" && hls) return whep;
-    if (hls && state.url === hls) return hls;
-    return whep && webRtcOffered(status) ? whep : hls;
-  }
-
   function follow(status) {
     const event = status.event;
     state.event = event.state;
     lastStatus = status;
     learnEdges(status);
-    const url = choose(status);
+    const url = status.recommended.url; // LL-HLS (or the replay); WebRTC comes on top (upgrade)
     countdown.hidden = !(event.state === "scheduled" && event.start_at);
     startsAt = event.state === "scheduled" && event.starts_in !== null ? performance.now() + event.starts_in * 1000 : null;
     if (event.start_at) startTime.textContent = new Date(event.start_at).toLocaleString();
@@ -331,6 +372,8 @@
     }
     if (url && url !== state.url) {
       attach(url);
+    } else if (url && state.engine && state.engine !== "webrtc") {
+      upgrade(status); // WebRTC may be offered now (headroom freed, a refusal's Retry-After over)
     } else if (!url) {
       detach();
       showMessage(event.state === "live" ? TEXT.starting : TEXT[event.state]);
@@ -360,14 +403,7 @@
     }
   }
 
-  video.addEventListener("playing", () => {
-    showMessage("");
-    unmute.hidden = !video.muted;
-  });
-  video.addEventListener("error", () => {
-    const error = video.error;
-    state.errors.push({ type: "media", details: error ? `code ${error.code}: ${error.message}` : "unknown", fatal: true, at: Date.now() });
-  });
+  watchVideo(video);
   unmute.addEventListener("click", () => {
     video.muted = false;
     unmute.hidden = true;

@@ -1,10 +1,12 @@
 // QoE beacons: watches the <video id="player"> element and window.launchkit (player.js) and sends
 // what viewers experience to /api/qoe every 30 s and when the page is hidden (navigator.sendBeacon,
 // so the last one survives closing the tab). Counts and seconds are since the previous beacon: the
-// server keeps no state per viewer. See launchkit/qoe.py for the format and the metrics.
+// server keeps no state per viewer. When the player switches to WebRTC it puts another element on
+// screen (event "launchkit:video"): the watch moves to it, and the beacon counts how WebRTC attempts
+// ended (won, refused, failed, timeout, lost). See launchkit/qoe.py for the format and the metrics.
 (() => {
   "use strict";
-  const video = document.getElementById("player");
+  let video = document.getElementById("player");
   if (!video) return;
   const ENDPOINT = "/api/qoe"; // the page's own server: no CORS, whatever edge plays the media
   const INTERVAL_MS = 30000;
@@ -13,12 +15,13 @@
   const ERROR_TYPES = { networkError: "network", mediaError: "media", muxError: "media", media: "media", player: "player" };
 
   const now = () => performance.now() / 1000;
-  const pending = { startup: null, played: 0, stalls: 0, rebuffer: 0, errors: {} };
+  const pending = { startup: null, played: 0, stalls: 0, rebuffer: 0, errors: {}, webrtc: {} };
   let loadingSince = null; // a stream was attached and has not played yet
   let hasPlayed = false; // since the last attach: a later "waiting" is a stall
   let stalledSince = null;
   let lastTick = null;
   let errorsSeen = 0;
+  let attemptsSeen = 0;
   const qoe = (window.launchkitQoe = { sent: 0, pending }); // read by tests
   if (!video.paused && video.readyState >= 3) { // already playing when this script ran: count from now
     hasPlayed = true;
@@ -38,35 +41,47 @@
     stalledSince = null;
   }
 
-  video.addEventListener("loadstart", () => {
-    loadingSince = now();
-    hasPlayed = false;
-    stalledSince = null;
-  });
-  video.addEventListener("playing", () => {
-    const at = now();
-    if (loadingSince !== null) {
-      pending.startup = at - loadingSince;
-      loadingSince = null;
-    }
-    endStall(at);
-    hasPlayed = true;
-    lastTick = at;
-  });
-  video.addEventListener("waiting", () => {
-    if (hasPlayed && !video.seeking && !video.paused && stalledSince === null) {
-      pending.stalls += 1;
-      stalledSince = now();
-    }
-  });
-  video.addEventListener("timeupdate", () => {
-    const at = now();
-    if (!video.paused && stalledSince === null && lastTick !== null) pending.played += Math.min(at - lastTick, MAX_TICK_S);
-    lastTick = at;
-  });
-  for (const name of ["pause", "ended", "emptied"]) {
-    video.addEventListener(name, () => { endStall(now()); lastTick = null; });
+  // Listeners check that their element is still the one on screen: a replaced one is ignored.
+  function watch(element) {
+    const on = (name, handler) => element.addEventListener(name, () => { if (element === video) handler(); });
+    on("loadstart", () => {
+      loadingSince = now();
+      hasPlayed = false;
+      stalledSince = null;
+    });
+    on("playing", () => {
+      const at = now();
+      if (loadingSince !== null) {
+        pending.startup = at - loadingSince;
+        loadingSince = null;
+      }
+      endStall(at);
+      hasPlayed = true;
+      lastTick = at;
+    });
+    on("waiting", () => {
+      if (hasPlayed && !video.seeking && !video.paused && stalledSince === null) {
+        pending.stalls += 1;
+        stalledSince = now();
+      }
+    });
+    on("timeupdate", () => {
+      const at = now();
+      if (!video.paused && stalledSince === null && lastTick !== null) pending.played += Math.min(at - lastTick, MAX_TICK_S);
+      lastTick = at;
+    });
+    for (const name of ["pause", "ended", "emptied"]) on(name, () => { endStall(now()); lastTick = null; });
   }
+  watch(video);
+  // The player switched the picture to another element (WebRTC): it is already playing.
+  window.addEventListener("launchkit:video", (event) => {
+    video = event.detail;
+    endStall(now());
+    loadingSince = null;
+    hasPlayed = true;
+    lastTick = now();
+    watch(video);
+  });
 
   function collectErrors() {
     const errors = (window.launchkit && window.launchkit.errors) || [];
@@ -75,6 +90,11 @@
       pending.errors[type] = (pending.errors[type] || 0) + 1;
     }
     errorsSeen = errors.length;
+    const attempts = (window.launchkit && window.launchkit.webrtc) || [];
+    for (const attempt of attempts.slice(attemptsSeen)) {
+      pending.webrtc[attempt.outcome] = (pending.webrtc[attempt.outcome] || 0) + 1;
+    }
+    attemptsSeen = attempts.length;
   }
 
   function send() {
@@ -85,7 +105,9 @@
       stalledSince = at;
     }
     const errorCount = Object.values(pending.errors).reduce((a, b) => a + b, 0);
-    if (pending.startup === null && pending.played < 0.5 && !pending.stalls && !errorCount && pending.rebuffer < 0.5) return;
+    const attemptCount = Object.values(pending.webrtc).reduce((a, b) => a + b, 0);
+    if (pending.startup === null && pending.played < 0.5 && !pending.stalls && !errorCount && !attemptCount &&
+        pending.rebuffer < 0.5) return;
     const beacon = {
       protocol: protocol(),
       played: Math.min(MAX_SECONDS, +pending.played.toFixed(2)),
@@ -94,11 +116,12 @@
       errors: Object.fromEntries(Object.entries(pending.errors).map(([k, v]) => [k, Math.min(1000, v)])),
     };
     if (pending.startup !== null) beacon.startup = Math.min(MAX_SECONDS, +pending.startup.toFixed(3));
+    if (attemptCount) beacon.webrtc = Object.fromEntries(Object.entries(pending.webrtc).map(([k, v]) => [k, Math.min(1000, v)]));
     const body = JSON.stringify(beacon);
     const queued = navigator.sendBeacon ? navigator.sendBeacon(ENDPOINT, body)
       : (fetch(ENDPOINT, { method: "POST", body, keepalive: true, headers: { "Content-Type": "text/plain" } }), true);
     if (!queued) return; // the browser refused (queue full): keep the figures for the next beacon
-    Object.assign(pending, { startup: null, played: 0, stalls: 0, rebuffer: 0, errors: {} });
+    Object.assign(pending, { startup: null, played: 0, stalls: 0, rebuffer: 0, errors: {}, webrtc: {} });
     qoe.sent += 1;
   }
   qoe.send = send;
