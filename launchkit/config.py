@@ -316,7 +316,7 @@ ADMISSION_OPTIONS = (
     Option("max-egress-mbps", _bounded_float(0, 1_000_000), 0.0, "egress this server admits viewers up to, Mbit/s "
            "(0: no limit)", "MBPS"),
     Option("max-loop-lag-ms", _bounded_int(0, 10_000), 100, "admit nobody new while the event loop lags more than "
-           "this (0: off)", "MS"),
+           "this for a second in a row (one spike does not count; 0: off)", "MS"),
     Option("ticket-ttl", _bounded_float(10, 3600), 60.0, "admission ticket lifetime, renewed while the viewer plays",
            "S"),
     Option("retry-after", _bounded_int(1, 600), 5, "base Retry-After of the waiting room", "S"),

@@ -192,6 +192,12 @@ ADMISSION_QUEUE_WAIT = Histogram(
     "launchkit_admission_queue_wait_seconds", "Time from joining the waiting room to admission",
     buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
 )
+ADMISSION_LAG_GUARD = Gauge(
+    "launchkit_admission_lag_guard", "1 while nobody new is admitted because the event loop lags (sustained)"
+)
+ADMISSION_LAG_GUARD_CLOSED = Counter(
+    "launchkit_admission_lag_guard_closed", "Times sustained event-loop lag closed admission to newcomers"
+)
 ADMISSION_HELD = Gauge(
     "launchkit_admission_held", "Waiting-room requests held open until their turn (this process)"
 )

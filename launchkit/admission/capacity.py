@@ -35,17 +35,24 @@ class EgressMeter:
 
 
 class LoopLagMonitor:
-    """Measures event-loop lag with a periodic timer: how late its wake-ups are.
+    """Measures event-loop lag with a periodic timer (how late its wake-ups are) and decides, with
+    hysteresis, whether the server is too busy to admit anyone new.
 
-    `lagging()` also looks at the timer that is overdue right now, so the first requests handled
-    after the loop was blocked are already refused, before the timer itself had a chance to run.
-    Once lag is seen, the guard stays on for `cooldown` seconds after it was last seen.
+    The guard closes on *sustained* lag only: the loop has been later than `threshold` for `sustain`
+    seconds in a row (a timer late by L says the loop was stuck for L, so one long stall counts as
+    L seconds of lag). One spike, a GC pause or a burst of connections, shorter than `sustain`,
+    changes nothing: closing the door on it would turn away viewers the server can take. Once
+    closed, it reopens after `cooldown` seconds without lag. `lagging()` also looks at the timer
+    that is overdue right now, so requests handled at the end of a long stall already see it.
+    The decision is the gauge `launchkit_admission_lag_guard` (1: closed) and each closing is counted.
     """
 
-    def __init__(self, threshold: float, cooldown: float, interval: float = 0.05) -> None:
-        self.threshold, self.cooldown, self.interval = threshold, cooldown, interval
+    def __init__(self, threshold: float, cooldown: float, sustain: float = 1.0, interval: float = 0.05) -> None:
+        self.threshold, self.cooldown, self.sustain, self.interval = threshold, cooldown, sustain, interval
         self._due: float | None = None
-        self._blocked_until = 0.0
+        self._lagging_since: float | None = None  # start of the current run of lag
+        self._calm_since: float | None = None  # start of the current run without lag
+        self._closed = False
         self._peak = 0.0
         self._task: asyncio.Task | None = None
 
@@ -69,8 +76,26 @@ class LoopLagMonitor:
 
     def _record(self, lag: float, now: float) -> None:
         self._peak = max(self._peak, lag)
-        if self.threshold > 0 and lag > self.threshold:
-            self._blocked_until = max(self._blocked_until, now + self.cooldown)
+        if self.threshold <= 0:
+            return
+        if lag > self.threshold:
+            self._calm_since = None
+            if self._lagging_since is None:
+                self._lagging_since = now - lag
+            if not self._closed and now - self._lagging_since >= self.sustain:
+                self._set_closed(True)
+        else:
+            self._lagging_since = None
+            if self._calm_since is None:
+                self._calm_since = now
+            if self._closed and now - self._calm_since >= self.cooldown:
+                self._set_closed(False)
+
+    def _set_closed(self, closed: bool) -> None:
+        self._closed = closed
+        metrics.ADMISSION_LAG_GUARD.set(1 if closed else 0)
+        if closed:
+            metrics.ADMISSION_LAG_GUARD_CLOSED.inc()
 
     def lag(self) -> float:
         """The lateness of the timer right now (0 when it is not running)."""
@@ -81,9 +106,10 @@ class LoopLagMonitor:
     def lagging(self) -> bool:
         if self.threshold <= 0 or self._due is None:
             return False
-        now = asyncio.get_running_loop().time()
-        self._record(self.lag(), now)
-        return now < self._blocked_until
+        lag = self.lag()
+        if lag > self.threshold:  # the timer is overdue: the loop is stuck right now
+            self._record(lag, asyncio.get_running_loop().time())
+        return self._closed
 
     def take_peak(self) -> float:
         """Largest lag since the last call (the gauge is set from this once per tick)."""

@@ -101,7 +101,7 @@ class Admission:
         self._snapshot = SharedSnapshot()
         self._touched: set[str] = set()
         self._egress = EgressMeter()
-        self._lag = LoopLagMonitor(settings.max_loop_lag, settings.lag_cooldown)
+        self._lag = LoopLagMonitor(settings.max_loop_lag, settings.lag_cooldown, settings.lag_sustain)
         self._task: asyncio.Task | None = None
         self._line = HeldLine(self._decide_held, self._keep_held, settings.hold_tick)
         self._line_task: asyncio.Task | None = None

@@ -13,9 +13,11 @@ class AdmissionSettings:
     # Egress of one viewer assumed by the egress limit until enough viewers are measured (top
     # rendition + audio is a safe guess).
     viewer_mbps: float = 4.0
-    # Event-loop lag above which nobody new is admitted (seconds; 0 disables), and how long the door
-    # stays shut after the lag is gone (hysteresis: no flapping).
+    # Event-loop lag above which nobody new is admitted (seconds; 0 disables) once it has lasted
+    # lag_sustain seconds (one spike is not overload), and how long the door stays shut after the lag
+    # is gone (hysteresis: no flapping).
     max_loop_lag: float = 0.1
+    lag_sustain: float = 1.0
     lag_cooldown: float = 2.0
     # Tickets: lifetime (renewed while the viewer fetches media), and the shorter probation of a new
     # ticket never seen on a media request (a viewer who is admitted and leaves frees the slot soon).
@@ -57,7 +59,7 @@ class AdmissionSettings:
             (self.max_viewers >= 0, "max_viewers must be >= 0"),
             (self.max_egress_mbps >= 0, "max_egress_mbps must be >= 0"),
             (self.viewer_mbps > 0, "viewer_mbps must be > 0"),
-            (self.max_loop_lag >= 0 and self.lag_cooldown >= 0, "loop lag settings must be >= 0"),
+            (self.max_loop_lag >= 0 and self.lag_cooldown >= 0 and self.lag_sustain >= 0, "loop lag settings must be >= 0"),
             (self.ticket_ttl >= 2, "ticket_ttl must be >= 2 s"),
             (0 < self.probation <= self.ticket_ttl, "probation must be within 0..ticket_ttl"),
             (self.retry_after >= 1 and self.retry_jitter >= 0, "retry_after >= 1 and retry_jitter >= 0"),

@@ -28,6 +28,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from launchkit.admission import Admission, AdmissionSettings, admission_secrets
+from launchkit.admission.capacity import LoopLagMonitor
 from launchkit.admission.state import LocalQueue
 from launchkit.admission.tickets import TicketSigner, bind, new_client_key
 from tests.conftest import RedisProcess
@@ -538,9 +539,44 @@ async def test_unlimited_server_admits_everyone_and_does_not_guard_media():
 
 # ---- the event-loop lag guard --------------------------------------------------------------------------
 
+def test_the_lag_guard_closes_on_sustained_lag_and_reopens_after_a_calm_cooldown():
+    monitor = LoopLagMonitor(threshold=0.1, cooldown=2.0, sustain=1.0)
+    monitor._due = 0.0  # running (the timer's own task is not needed to feed it samples)
+    at = 100.0
+    for lag in (0.3, 0.05, 0.4, 0.05):  # spikes between calm samples: never 1 s of lag in a row
+        at += 0.4
+        monitor._record(lag, at)
+    assert not monitor._closed
+    for _ in range(4):  # late by 0.3 s every 0.35 s: the loop has been behind for over a second
+        at += 0.35
+        monitor._record(0.3, at)
+    assert monitor._closed and REGISTRY.get_sample_value("launchkit_admission_lag_guard") == 1
+    for _ in range(6):  # calm for 1.5 s: not the whole cooldown yet
+        at += 0.3
+        monitor._record(0.01, at)
+    assert monitor._closed
+    at += 0.6  # calm for 2.1 s
+    monitor._record(0.01, at)
+    assert not monitor._closed and REGISTRY.get_sample_value("launchkit_admission_lag_guard") == 0
+
+
+async def test_one_lag_spike_does_not_close_admission():
+    """A stall shorter than lag_sustain (a GC pause, a burst of connections) is not overload: the old
+    guard shut the door for 2 s on any timer late by more than the threshold."""
+    settings = replace(BASE, max_viewers=1000, max_loop_lag=0.25, lag_cooldown=1.0, lag_sustain=1.0)
+    async with serve(settings) as (server, admission), viewers() as session:
+        await asyncio.sleep(0.2)
+        closed_before = REGISTRY.get_sample_value("launchkit_admission_lag_guard_closed_total") or 0.0
+        async with session.get(server.make_url("/block"), params={"s": "0.6"}) as response:
+            assert response.status == 200
+        assert (await ask(session, server)).status == 200
+        assert admission.status()["admitting"] is True
+        assert (REGISTRY.get_sample_value("launchkit_admission_lag_guard_closed_total") or 0.0) == closed_before
+
+
 async def test_nobody_new_is_admitted_while_the_event_loop_lags():
     # 0.25 s rather than the 0.1 s default: CI machines run other jobs, whose load must not trip it here.
-    settings = replace(BASE, max_viewers=1000, max_loop_lag=0.25, lag_cooldown=1.0)
+    settings = replace(BASE, max_viewers=1000, max_loop_lag=0.25, lag_cooldown=1.0, lag_sustain=1.0)
     async with serve(settings) as (server, admission), viewers() as session:
         await asyncio.sleep(0.2)  # the lag timer is running
         admitted = await ask(session, server)
@@ -561,7 +597,7 @@ async def test_nobody_new_is_admitted_while_the_event_loop_lags():
 
         thread = threading.Thread(target=arrive_while_blocked)
         thread.start()
-        async with session.get(server.make_url("/block"), params={"s": "0.8"}) as response:
+        async with session.get(server.make_url("/block"), params={"s": "1.3"}) as response:  # > lag_sustain
             assert response.status == 200
         await asyncio.to_thread(thread.join, 5)
         assert not thread.is_alive()
@@ -572,6 +608,7 @@ async def test_nobody_new_is_admitted_while_the_event_loop_lags():
         assert (await ask(session, server)).status == 429
         assert (await fetch_media(session, server, admitted.ticket))[0] == 200
         assert admission.status()["admitting"] is False
+        assert REGISTRY.get_sample_value("launchkit_admission_lag_guard") == 1
 
         await eventually(lambda: admission.status()["admitting"], timeout=10)
         head = await ask(session, server, during["body"]["ticket"])
