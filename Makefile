@@ -50,7 +50,9 @@ $(HLSJS): landing/package.json landing/package-lock.json
 # reference the edge is benchmarked against. prometheus: promtool checks the alert rules and a real
 # Prometheus scrapes the servers in tests/k8s (kubectl, which renders the kustomize overlays, comes with
 # the base image: Debian's kubernetes-client is too old for them). apache2-utils: ab, the landing
-# page benchmark's load generator.
+# page benchmark's load generator. coturn: turnserver, the real TURN server WebRTC viewers relay through
+# in the TURN tests (as beside the edges, k8s/base/coturn.yaml); the tests start their own in a private
+# network namespace, not the system service the package may enable (`systemctl disable --now coturn`).
 system-packages:
 	@packages=""; \
 	command -v ffprobe >/dev/null || packages="$$packages ffmpeg"; \
@@ -62,6 +64,7 @@ system-packages:
 	command -v nginx >/dev/null || packages="$$packages nginx"; \
 	command -v promtool >/dev/null || packages="$$packages prometheus"; \
 	command -v ab >/dev/null || packages="$$packages apache2-utils"; \
+	command -v turnserver >/dev/null || packages="$$packages coturn"; \
 	if [ -n "$$packages" ]; then \
 		echo "installing Debian packages:$$packages"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$packages; \

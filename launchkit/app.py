@@ -36,6 +36,7 @@ from stream.source.file import LoopedFile
 from stream.source.slate import SlateSettings
 from stream.source.testcard import TestCard, TestCardSettings
 from stream.webrtc.ice import IceSettings
+from stream.webrtc.turn import TurnCredentials
 from stream.webrtc.viewing import WebRtcViewing
 from stream.webrtc.whip import WhipEndpoint
 
@@ -137,7 +138,8 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
         webrtc = WebRtcViewing(pipeline.webrtc_bus, pipeline.ladder.webrtc_encoder.request_keyframe, ice,
                                max_viewers=config.max_webrtc_viewers,
                                live=lambda: events.event.state is State.LIVE and pipeline.hls.is_live(),
-                               authorize_feed=edge_credential(tokens, failures))
+                               authorize_feed=edge_credential(tokens, failures),
+                               turn=TurnCredentials.from_env(config.turn_urls, config.turn_credential_ttl))
     services = Services(config, tokens, pipeline, events, recorder, admission, failures, srt, rtmp, webrtc)
     whip = WhipEndpoint(pipeline.program, tokens, ice, failures)
     services.ops = OpsConsole(services)

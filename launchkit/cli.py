@@ -23,6 +23,7 @@ from launchkit.config import (
 )
 from loadtests.rehearse import cli as rehearse
 from stream.webrtc.ice import IceSettings
+from stream.webrtc.turn import TurnCredentials
 
 EXIT_RUNTIME_ERROR, EXIT_USAGE = 1, 2
 
@@ -121,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = ROLES[args.command][0]
     try:
         config = Config.for_role(args.command, {o.attribute: getattr(args, o.attribute) for o in options})
+        TurnCredentials.from_env(config.turn_urls, config.turn_credential_ttl)  # a missing or weak secret: now
     except ConfigError as error:
         print(f"launchkit {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -141,6 +143,7 @@ def _run_edge(args: argparse.Namespace) -> int:
 
     try:
         settings = EdgeSettings(**{o.attribute: getattr(args, o.attribute) for o in EDGE_OPTIONS})
+        TurnCredentials.from_env(settings.turn_urls, settings.turn_credential_ttl)
     except ConfigError as error:
         print(f"launchkit edge: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -263,8 +263,9 @@ WEBRTC_OPTIONS = (
     Option("turn-urls", _turn_urls, (), "TURN servers WHEP viewers may relay through (turn:HOST:PORT?transport=tcp, "
            "turns:HOST:5349), separated by commas; credentials are signed with LAUNCHKIT_TURN_SECRET", "LIST",
            show=lambda urls: ",".join(urls) or "none"),
-    Option("turn-credential-ttl", _bounded_int(60, 7 * 86400), 43200, "seconds a viewer's TURN credential is valid "
-           "(the TURN server checks it again on every refresh: cover the longest viewing)", "S"),
+    Option("turn-credential-ttl", _bounded_int(60, 7 * 86400), 600, "seconds a viewer's TURN credential may start a "
+           "relay (coturn checks it when the relay is allocated; an established relay lasts as long as the viewing)",
+           "S"),
 )
 
 ORIGIN_OPTIONS = (

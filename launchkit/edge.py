@@ -71,6 +71,7 @@ from stream.relay.relay import Relay
 from stream.relay.upstream import Upstream, UpstreamError, default_edge_id, parse_origin_url, via_chain
 from stream.webrtc.feed import FeedClient
 from stream.webrtc.ice import IceSettings
+from stream.webrtc.turn import TurnCredentials
 from stream.webrtc.viewing import WebRtcViewing
 
 log = logging.getLogger("launchkit.edge")
@@ -101,7 +102,7 @@ class EdgeSettings:
     max_viewers: int | None = None
     max_webrtc_viewers: int = 100
     turn_urls: tuple[str, ...] = ()
-    turn_credential_ttl: int = 43200
+    turn_credential_ttl: int = 600
     max_egress_mbps: float = 0.0
     max_loop_lag_ms: int = 100
     ticket_ttl: float = 60.0
@@ -283,7 +284,8 @@ class Edge:
             self.feed = FeedClient(settings.origin, bus, self.tokens.edge, user_agent=f"launchkit-edge ({self.edge_id})")
             self.webrtc = WebRtcViewing(bus, self.feed.request_keyframe, IceSettings.from_env(),
                                         max_viewers=settings.max_webrtc_viewers, live=self._origin_live,
-                                        authorize_feed=edge_credential(self.tokens, self.failures))
+                                        authorize_feed=edge_credential(self.tokens, self.failures),
+                                        turn=TurnCredentials.from_env(settings.turn_urls, settings.turn_credential_ttl))
         self.draining = False
         self._segment_requests = RequestRate(8)
         self._tasks: list[asyncio.Task] = []

@@ -76,7 +76,8 @@
 
   async function connect({ url, headers, video, timeoutMs }) {
     const servers = await configuration(url, headers);
-    const pc = new RTCPeerConnection({ iceServers: servers });
+    // max-bundle: one transport (and one TURN allocation) for video and audio.
+    const pc = new RTCPeerConnection({ iceServers: servers, bundlePolicy: "max-bundle" });
     let location = null;
     const session = {
       pc,

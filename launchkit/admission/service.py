@@ -425,7 +425,9 @@ class Admission:
             return
         self._set_key_cookie(request, response)
         response.headers[TICKET_HEADER] = ticket
-        response.headers["Access-Control-Expose-Headers"] = _CORS["Access-Control-Expose-Headers"]
+        exposed = [h.strip() for h in response.headers.get("Access-Control-Expose-Headers", "").split(",") if h.strip()]
+        exposed += [h for h in ("Retry-After", TICKET_HEADER) if h not in exposed]  # add: the handler's stay readable
+        response.headers["Access-Control-Expose-Headers"] = ", ".join(exposed)
         # A per-viewer cookie must never be stored by a shared cache for everyone.
         cache = response.headers.get("Cache-Control", "")
         response.headers["Cache-Control"] = cache.replace("public", "private") if "public" in cache else "private"

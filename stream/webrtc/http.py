@@ -17,11 +17,13 @@ SDP_TYPE = "application/sdp"
 # Real offers are a few kB; anything near the limit is not a WebRTC client.
 MAX_OFFER_BYTES = 64 * 1024
 
-CORS_HEADERS = cors(expose=("Location", "ETag"))
+# Link: ICE servers (TURN credentials) a page on another origin must read (stream/webrtc/turn.py).
+EXPOSED = ("Location", "ETag", "Link")
+CORS_HEADERS = cors(expose=EXPOSED)
 # Launchkit-Key: the viewer's admission key (launchkit/admission/tickets.py) rides along WHEP offers.
 PREFLIGHT_HEADERS = {
     **preflight(("POST", "DELETE", "PATCH", "OPTIONS"), headers=("Authorization", "Content-Type", "Launchkit-Key"),
-                expose=("Location", "ETag")),
+                expose=EXPOSED),
     "Accept-Post": SDP_TYPE,
 }
 

@@ -20,6 +20,12 @@ sessions connecting at once (behind `--trusted-proxies`, the real client's; beyo
 cannot churn the places by itself. A flash crowd of real viewers is not slowed: while there are
 free places, nothing is refused for connecting. Liveness and capacity are checked before the offer
 is read.
+
+TURN: with `turn` (stream/webrtc/turn.py), OPTIONS /whep (not a CORS preflight) and every 201
+carry `Link: <turn:…>; rel="ice-server"; username=…; credential=…` with a fresh expiring
+credential, so a viewer whose network drops UDP relays over TURN/TCP or TLS. The server's own
+peer connections never use TURN (LAUNCHKIT_ICE_SERVERS is another matter): a viewer's relay sends
+to the server's host candidates, public addresses or, in Kubernetes, pod addresses coturn reaches.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from stream.webrtc.fanout import Fanout, Viewer
 from stream.webrtc.http import CORS_HEADERS, SDP_TYPE, SessionResources, read_offer, refusal_response
 from stream.webrtc.ice import IceSettings, apply_host_addresses, without_mdns_candidates
 from stream.webrtc.session import PeerSession
+from stream.webrtc.turn import TurnCredentials
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +123,13 @@ class WhepEndpoint(SessionResources[WhepSession]):
     protocol = "WHEP"
 
     def __init__(self, fanout: Fanout, ice: IceSettings, max_viewers: int,
-                 live: Callable[[], bool] = lambda: True) -> None:
+                 live: Callable[[], bool] = lambda: True, turn: TurnCredentials | None = None) -> None:
         super().__init__()
         self._fanout = fanout
         self._ice = ice
         self.max_viewers = max_viewers
         self._live = live
+        self._turn = turn
         apply_host_addresses(ice)
         metrics.init_webrtc_labels()
 
@@ -159,7 +167,18 @@ class WhepEndpoint(SessionResources[WhepSession]):
         log.info("WHEP session %s… started for %s", session.id[:6], request.remote)
         return web.Response(status=201, body=answer.encode(), content_type=SDP_TYPE,
                             headers={**CORS_HEADERS, "Location": f"/whep/{session.id}", "ETag": session.etag,
-                                     "Cache-Control": "no-store"})
+                                     "Cache-Control": "no-store", **self._ice_servers()})
+
+    async def options_endpoint(self, request: web.Request) -> web.Response:
+        """OPTIONS /whep: a CORS preflight, or a viewer asking for ICE servers before its offer."""
+        response = await self.options(request)
+        if "Access-Control-Request-Method" not in request.headers:  # the page reads this one's headers
+            response.headers.update({"Cache-Control": "no-store", **self._ice_servers()})
+        return response
+
+    def _ice_servers(self) -> dict[str, str]:
+        """A fresh TURN credential's Link header; nothing without TURN."""
+        return {"Link": self._turn.link_header()} if self._turn is not None else {}
 
     async def delete(self, request: web.Request) -> web.Response:
         return await self.end(request, "viewer sent DELETE")

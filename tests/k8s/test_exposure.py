@@ -48,6 +48,7 @@ from launchkit.wall.service import Wall, WallSettings
 from launchkit.web.clients import parse_networks
 from loadtests.target import LocalDemo, free_port, start_launchkit
 from stream.ladder import Rendition
+from stream.webrtc.turn import SECRET_ENV as TURN_SECRET_ENV
 from tests.conftest import fetch
 from tests.k8s.conftest import K8S, OVERLAYS, by_kind_and_name, kustomize, render
 from tests.stream.relay.harness import stop_all
@@ -70,8 +71,10 @@ VIEWER_PATHS = (
 # Paths that share characters, not path elements, with an operator path: Prefix must not take them.
 NEAR_MISSES = ("/opsx", "/ops-hls/index.m3u8", "/whipx", "/api/opsx/status", "/api/ops.json",
                "/api/wall/webhook/", "/api/wall/webhooks", "/api/wall")
-CREDENTIALS = frozenset({*TOKEN_ENV.values(), SECRET_ENV, "LAUNCHKIT_WALL_WEBHOOK_SECRET"})
-EDGE_CREDENTIALS = {TOKEN_ENV["edge"], TOKEN_ENV["metrics"], SECRET_ENV}
+CREDENTIALS = frozenset({*TOKEN_ENV.values(), SECRET_ENV, "LAUNCHKIT_WALL_WEBHOOK_SECRET", TURN_SECRET_ENV})
+# The origin serves no viewer (the Ingress sends it none), so it holds no TURN secret.
+ORIGIN_CREDENTIALS = CREDENTIALS - {TURN_SECRET_ENV}
+EDGE_CREDENTIALS = {TOKEN_ENV["edge"], TOKEN_ENV["metrics"], SECRET_ENV, TURN_SECRET_ENV}
 
 
 @pytest.fixture(scope="module", params=sorted(OVERLAYS))
@@ -256,11 +259,35 @@ def admits(policies: list[dict], pod: dict, namespace: str, peer: Peer, port: in
             sources = rule.get("from")
             if sources and not any(peer_allowed(item, namespace, peer) for item in sources):
                 continue
-            ports = rule.get("ports")
-            if not ports or any((named[p["port"]] if isinstance(p["port"], str) else (p["port"], "TCP"))[0] == port
-                                and p.get("protocol", "TCP") == protocol for p in ports):
+            if _port_allowed(rule.get("ports"), named, port, protocol):
                 return True
     return False
+
+
+def _port_allowed(ports: list[dict] | None, named: dict[str, tuple[int, str]], port: int, protocol: str) -> bool:
+    """Whether a rule's `ports` (none: every port) include `port`/`protocol`; a numbered port with
+    `endPort` is a range."""
+    for item in ports or [{"port": port, "protocol": protocol}]:
+        if item.get("protocol", "TCP") != protocol:
+            continue
+        if isinstance(item["port"], str):
+            if named.get(item["port"], (None, None))[0] == port:
+                return True
+        elif item["port"] <= port <= item.get("endPort", item["port"]):
+            return True
+    return False
+
+
+def egress_admits(policies: list[dict], pod: dict, namespace: str, peer: Peer, port: int, protocol: str) -> bool:
+    """Does the NetworkPolicy API let `pod` (a template) send to `peer` on `port`/`protocol`?"""
+    labels = pod["metadata"]["labels"]
+    selecting = [policy for policy in policies if "Egress" in policy["spec"].get("policyTypes", [])
+                 and selects(policy["spec"]["podSelector"], labels)]
+    if not selecting:
+        return True
+    return any((not rule.get("to") or any(peer_allowed(item, namespace, peer) for item in rule["to"]))
+               and _port_allowed(rule.get("ports"), {}, port, protocol)
+               for policy in selecting for rule in policy["spec"].get("egress", []))
 
 
 def pod(objects: dict, component: str) -> dict:
@@ -275,6 +302,7 @@ def peers(objects: dict, namespace: str) -> list[Peer]:
         Peer("edge", namespace, labels("edge")),
         Peer("origin", namespace, labels("origin")),
         Peer("redis", namespace, labels("redis")),
+        Peer("coturn", namespace, labels("coturn")),
         Peer("another pod here", namespace, (("app.kubernetes.io/name", "debug"),)),
         Peer("ingress-nginx", "ingress-nginx", (("app.kubernetes.io/name", "ingress-nginx"),)),
         Peer("prometheus", "monitoring", (("app.kubernetes.io/name", "prometheus"),)),
@@ -283,29 +311,39 @@ def peers(objects: dict, namespace: str) -> list[Peer]:
     ]
 
 
+# Ports no container declares: an edge's ICE port (aioice takes an ephemeral one per viewer) and a
+# coturn relay port (turnserver.conf's range), one sample each.
+UNDECLARED_PORTS = {"edge": {"ice": (40000, "UDP")}, "coturn": {"relay": (50000, "UDP")}}
+
+
 def reachability(objects: dict, namespace: str) -> dict[str, set[str]]:
     """'<component>:<port>/<protocol>' -> the peers admitted there."""
     policies = [d for (kind, _), d in objects.items() if kind == "NetworkPolicy"]
     found = {}
-    for component in ("origin", "edge", "redis"):
+    for component in ("origin", "edge", "redis", "coturn"):
         template = pod(objects, component)
-        for container in template["spec"]["containers"]:
-            for port in container["ports"]:
-                protocol = port.get("protocol", "TCP")
-                found[f"{component}:{port['name']}/{protocol}"] = {
-                    peer.name for peer in peers(objects, namespace)
-                    if admits(policies, template, namespace, peer, port["containerPort"], protocol)}
+        ports = {port["name"]: (port["containerPort"], port.get("protocol", "TCP"))
+                 for container in template["spec"]["containers"] for port in container["ports"]}
+        for name, (number, protocol) in {**ports, **UNDECLARED_PORTS.get(component, {})}.items():
+            found[f"{component}:{name}/{protocol}"] = {
+                peer.name for peer in peers(objects, namespace)
+                if admits(policies, template, namespace, peer, number, protocol)}
     return found
 
 
+ANYONE = {"edge", "origin", "redis", "coturn", "another pod here", "ingress-nginx", "prometheus", "rehearsal",
+          "internet"}
 EXPECTED_REACHABILITY = {
     "origin:http/TCP": {"edge", "ingress-nginx", "prometheus"},
-    "origin:rtmp/TCP": {"edge", "origin", "redis", "another pod here", "ingress-nginx", "prometheus", "rehearsal",
-                        "internet"},
-    "origin:srt/UDP": {"edge", "origin", "redis", "another pod here", "ingress-nginx", "prometheus", "rehearsal",
-                       "internet"},
+    "origin:rtmp/TCP": ANYONE,
+    "origin:srt/UDP": ANYONE,
     "edge:http/TCP": {"edge", "ingress-nginx", "prometheus"},
+    "edge:ice/UDP": {"coturn"},  # WebRTC reaches edges relayed by coturn only
     "redis:redis/TCP": {"edge", "origin"},
+    "coturn:turn-udp/UDP": ANYONE,  # viewers' TURN: the credential guards allocations
+    "coturn:turn-tcp/TCP": ANYONE,
+    "coturn:turns/TCP": ANYONE,
+    "coturn:relay/UDP": {"edge"},
 }
 
 
@@ -319,6 +357,28 @@ def test_network_policies_admit_exactly_who_needs_each_port(overlay):
     redis["spec"]["ingress"][0]["from"] = [item for item in redis["spec"]["ingress"][0]["from"]
                                            if item["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "edge"]
     assert reachability(objects, namespace)["redis:redis/TCP"] == {"edge"}
+
+
+def test_coturn_relays_to_the_edges_and_nowhere_else(overlay):
+    """A TURN credential is handed to anyone who loads the page: coturn may send UDP to edge pods only."""
+    name, objects = overlay
+    namespace, _ = OVERLAYS[name]
+    policies = [d for (kind, _), d in objects.items() if kind == "NetworkPolicy"]
+    coturn = pod(objects, "coturn")
+
+    def relayed_to(rules: list[dict]) -> set[str]:
+        return {peer.name for peer in peers(objects, namespace) for port, protocol in ((40000, "UDP"), (6379, "TCP"))
+                if egress_admits(rules, coturn, namespace, peer, port, protocol)}
+
+    assert relayed_to(policies) == {"edge"}
+    config = next(d for (kind, n), d in objects.items() if kind == "ConfigMap" and n.startswith("coturn"))
+    assert "no-tcp-relay" in config["data"]["turnserver.conf"].split()
+    # Without the egress rule coturn could relay to anything: the check sees it.
+    open_policies = copy.deepcopy(policies)
+    for policy in open_policies:
+        if policy["metadata"]["name"] == "coturn":
+            policy["spec"]["policyTypes"] = ["Ingress"]
+    assert relayed_to(open_policies) == ANYONE
 
 
 # ---- environments and credentials -------------------------------------------------------------
@@ -370,9 +430,11 @@ def test_credentials_come_from_the_secret_and_edges_hold_no_ops_token(overlay):
                     if item["name"] in CREDENTIALS:
                         assert "value" not in item and "secretKeyRef" in item["valueFrom"], item
     origin, edge = secret_refs(container(objects, "origin")), secret_refs(container(objects, "edge"))
-    assert set(origin) == CREDENTIALS
+    assert set(origin) == ORIGIN_CREDENTIALS
     assert set(edge) == EDGE_CREDENTIALS  # never the ops or the publish token
-    assert all(origin[variable] == edge[variable] for variable in EDGE_CREDENTIALS)  # the same values
+    assert all(origin[variable] == edge[variable] for variable in EDGE_CREDENTIALS & ORIGIN_CREDENTIALS)
+    # coturn checks with the very key edges sign with, and holds nothing else.
+    assert secret_refs(container(objects, "coturn")) == {TURN_SECRET_ENV: edge[TURN_SECRET_ENV]}
     assert not secret_refs(container(objects, "redis"))
     for endpoint in objects[("ServiceMonitor", "launchkit")]["spec"]["endpoints"]:
         authorization = endpoint["authorization"]

@@ -13,6 +13,8 @@ from launchkit import plan
 from launchkit.admission import SECRET_ENV
 from launchkit.auth import ENV as TOKEN_ENV
 from launchkit.config import EDGE_ONLY_OPTIONS, ORIGIN_OPTIONS, env_name
+from stream.webrtc.ice import ADDRESSES_ENV
+from stream.webrtc.turn import SECRET_ENV as TURN_SECRET_ENV
 from tests.k8s.conftest import K8S, OVERLAYS, by_kind_and_name, render
 
 KUBERNETES_VERSION = "1.32.0"  # the kubectl here; the sleep preStop action needs >= 1.30
@@ -20,13 +22,13 @@ KUBERNETES_VERSION = "1.32.0"  # the kubectl here; the sleep preStop action need
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
 # Secrets created out of band (k8s/README.md says how); nothing in k8s/ carries a value.
 SECRETS = {"launchkit-tokens": {"publish-token", "ops-token", "edge-token", "metrics-token", "admission-secret",
-                                "wall-webhook-secret"},
-           "launchkit-tls": {"tls"}}
+                                "wall-webhook-secret", "turn-secret"},
+           "launchkit-tls": {"tls"}, "turn-tls": {"tls"}}
 LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by",
           "app.kubernetes.io/instance")
 # Credentials are read from the environment only (never options: a command line is public).
 ENV_OK = {env_name(o.name) for o in ORIGIN_OPTIONS + EDGE_ONLY_OPTIONS} | set(TOKEN_ENV.values()) | {
-    SECRET_ENV, "LAUNCHKIT_WALL_WEBHOOK_SECRET", "POD_IP"}
+    SECRET_ENV, "LAUNCHKIT_WALL_WEBHOOK_SECRET", TURN_SECRET_ENV, ADDRESSES_ENV, "POD_IP"}
 
 
 @pytest.fixture(scope="module", params=sorted(OVERLAYS))
@@ -90,6 +92,11 @@ def test_no_secret_values_and_every_secret_is_referenced_and_documented(overlay)
                 referenced.setdefault(ref["name"], set()).add(ref["key"])
     for tls in objects[("Ingress", "launchkit")]["spec"].get("tls", []):
         referenced.setdefault(tls["secretName"], set()).add("tls")
+    for (kind, _), document in objects.items():  # certificates mounted as files (coturn's)
+        if kind == "Deployment":
+            for volume in document["spec"]["template"]["spec"].get("volumes", []):
+                if "secret" in volume:
+                    referenced.setdefault(volume["secret"]["secretName"], set()).add("tls")
     assert set(referenced) <= set(SECRETS)
     assert referenced["launchkit-tokens"] == SECRETS["launchkit-tokens"]
     readme = (K8S / "README.md").read_text()
