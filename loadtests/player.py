@@ -15,9 +15,16 @@ Per viewer it measures: startup time (first request → enough media buffered to
 segment, or `start_parts` parts in LL-HLS), stalls (the buffer ran dry while playing) and the time
 spent rebuffering, TTFB (request sent → response headers; includes connecting) and download time
 (headers → last body byte) per request, bytes, errors by type (`http_404`, `timeout`, `reset`,
-`connect`, `payload`, …) and waiting-room answers: a 429/503 with `Retry-After` makes the viewer
-wait exactly as long as the header says (never less) and retry; the wait is recorded. Cookies are
-kept per viewer (an admission ticket is one viewer's, never the swarm's).
+`connect`, `payload`, …) and waiting-room answers. A viewer behaves like the landing page's
+waiting room (landing/static/waiting-room.js): once a Launchkit waiting room has told it its place
+(a 429 whose JSON says `held` and carries a queue ticket), it asks `POST /api/admission?wait=25`
+with that ticket and the server holds the request until its turn comes (the held line), asking
+again at once when a held request ends without it; a server without that API (404/405/501, no
+`held` in the answer, a failed call) is retried after `Retry-After`, exactly as long as the header
+says (never less). The time spent in line is recorded, with when the viewer joined the line, its
+place (the queue ticket's scope and sequence number) and when it was admitted. Each viewer sends
+its own client key (`Launchkit-Key`, what the page keeps in sessionStorage: the admitted ticket is
+bound to it) and keeps its own cookies (an admission ticket is one viewer's, never the swarm's).
 
 A `Swarm` runs N players with an open arrival schedule (all at once, or spread over T seconds;
 arrivals never wait for each other) against a base URL, over one shared aiohttp session whose
@@ -43,6 +50,7 @@ import json
 import math
 import random
 import re
+import secrets
 import sys
 import time
 from collections import Counter
@@ -56,6 +64,11 @@ import aiohttp
 
 MAX_VIEWERS = 5000  # hard cap for one swarm (one process, one event loop)
 WAITING_ROOM_STATUSES = (429, 503)
+KEY_HEADER = "Launchkit-Key"  # the client key an admitted ticket is bound to (launchkit/admission/tickets.py)
+# Statuses of a server without the admission API: the viewer falls back to Retry-After for good.
+NO_ADMISSION_API = (404, 405, 501)
+MAX_HOLD_ROUNDS = 1000  # held requests per wait (25 s each: far beyond any patience)
+HOLD_SPREAD = 0.25  # seconds: a new held request after one that ended goes within this (as the page does)
 USER_AGENT = "launchkit-player/0.1 (simulated hls.js viewer)"
 # Request kinds whose TTFB is a server's responsiveness; a blocking reload's TTFB is mostly the
 # server holding the request on purpose until the next part exists.
@@ -428,6 +441,10 @@ class PlayerConfig:
     max_retries: int = 3  # per segment/part, then it is skipped (hls.js fragLoadPolicy-like)
     retry_delay: float = 0.5  # seconds, times the attempt number
     max_waiting_room_wait: float = 600.0  # a Retry-After longer than this is an error, not a wait
+    # The held line: once told its place, ask this path (on the media URL's host) with ?wait=hold_seconds
+    # and be answered when admitted. None: Retry-After only.
+    admission_path: str | None = "/api/admission"
+    hold_seconds: int = 25
 
 
 @dataclass(slots=True)
@@ -454,8 +471,15 @@ class ViewerResult:
     bytes: int = 0
     requests: list[RequestRecord] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
-    waits: list[float] = field(default_factory=list)  # waiting-room waits (s), as told by Retry-After
+    waits: list[float] = field(default_factory=list)  # waiting-room waits (s): Retry-After told, or held in line
     positions: list[int] = field(default_factory=list)  # places in line the waiting-room answers gave
+    # The line as this viewer saw it, seconds since the swarm's start: first waiting-room answer
+    # received, first admission received (an admitting answer of the held line, or the first 2xx), and
+    # its last place (queue ticket scope and sequence number: the server's FIFO order).
+    queued_at: float | None = None
+    admitted_at: float | None = None
+    place: tuple[str, int] | None = None
+    held_requests: int = 0
     duplicate_fetches: int = 0
     fell_behind: int = 0  # the next media had left the playlist: jumped to the live edge
     skipped: int = 0  # segments/parts given up after `max_retries`
@@ -470,6 +494,8 @@ class ViewerResult:
             "played_seconds": round(self.played_seconds, 3), "bytes": self.bytes,
             "requests": Counter(r.kind for r in self.requests), "errors": dict(self.errors),
             "waits": [round(w, 3) for w in self.waits], "positions": self.positions,
+            "queued_at": _round(self.queued_at), "admitted_at": _round(self.admitted_at),
+            "place": list(self.place) if self.place else None, "held_requests": self.held_requests,
             "duplicate_fetches": self.duplicate_fetches,
             "fell_behind": self.fell_behind, "skipped": self.skipped, "media_fetched": self.media_fetched,
             "latency_seconds": _round(self.latency_seconds),
@@ -495,6 +521,8 @@ class Player:
         self._loop = asyncio.get_running_loop()
         self._epoch = epoch if epoch is not None else self._loop.time()
         self._cookies: SimpleCookie = SimpleCookie()
+        self.client_key = secrets.token_urlsafe(16)  # like the page's: random, never in a URL
+        self._admission_url = urljoin(url, self.config.admission_path) if self.config.admission_path else None
         self._playlist: MediaPlaylist | None = None
         self._playlist_url = ""
         self._changed = asyncio.Event()
@@ -699,16 +727,31 @@ class Player:
 
     # -- HTTP --------------------------------------------------------------------------------
 
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": USER_AGENT, "Accept": "*/*", KEY_HEADER: self.client_key}
+        if self._cookies:
+            headers["Cookie"] = "; ".join(f"{k}={m.value}" for k, m in self._cookies.items())
+        return headers
+
+    def _keep_cookies(self, response: aiohttp.ClientResponse) -> None:
+        """As a browser does: set what the answer sets, forget what it deletes (empty, Max-Age=0)."""
+        for name, morsel in response.cookies.items():
+            if not morsel.value or morsel["max-age"] == "0":
+                self._cookies.pop(name, None)
+            else:
+                self._cookies[name] = morsel
+
+    def _since_epoch(self) -> float:
+        return self._loop.time() - self._epoch
+
     async def _request(self, url: str, kind: str, *, want_body: bool, timeout: float | None = None,
                        byterange: tuple[int, int] | None = None) -> tuple[int, bytes, str]:
         """GET with waiting-room handling; records every answer. Raises _RequestFailed on errors."""
         timeout = timeout if timeout is not None else self.config.request_timeout
-        headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
-        if byterange is not None:
-            headers["Range"] = f"bytes={byterange[0]}-{byterange[0] + byterange[1] - 1}"
         while True:
-            if self._cookies:
-                headers["Cookie"] = "; ".join(f"{k}={m.value}" for k, m in self._cookies.items())
+            headers = self._headers()
+            if byterange is not None:
+                headers["Range"] = f"bytes={byterange[0]}-{byterange[0] + byterange[1] - 1}"
             sent = self._loop.time()
             if self._first_request is None:
                 self._first_request = sent
@@ -719,8 +762,7 @@ class Player:
                                             allow_redirects=True) as response:
                     ttfb = self._loop.time() - sent
                     status = response.status
-                    if response.cookies:
-                        self._cookies.update(response.cookies)
+                    self._keep_cookies(response)
                     keep = want_body or status in WAITING_ROOM_STATUSES  # a waiting room says the place
                     while True:
                         chunk = await response.content.readany()
@@ -739,8 +781,10 @@ class Player:
             self.result.requests.append(RequestRecord(kind, url, sent - self._epoch, ttfb, download, size, status))
             self.result.bytes += size
             if status in WAITING_ROOM_STATUSES and retry_after is not None:
-                if (position := _waiting_position(b"".join(chunks))) is not None:
-                    self.result.positions.append(position)
+                answer = _waiting_answer(b"".join(chunks))
+                self._in_line(status, answer)
+                if answer is not None and self._can_hold(answer) and await self._hold_in_line(answer["ticket"]):
+                    continue  # admitted: the ticket is in the cookies now
                 wait = parse_retry_after(retry_after)
                 if wait is not None and wait <= self.config.max_waiting_room_wait:
                     await self._wait_in_room(wait)
@@ -748,7 +792,78 @@ class Player:
             if not 200 <= status < 300:
                 self.result.errors[f"http_{status}"] += 1
                 raise _RequestFailed(f"http_{status}")
+            if self.result.admitted_at is None:
+                self.result.admitted_at = self._since_epoch()
             return status, b"".join(chunks), final_url
+
+    def _in_line(self, status: int, answer: dict[str, Any] | None) -> None:
+        """Note a waiting-room answer: when the viewer joined the line, its place and position (a 503
+        without a place is a server in trouble, not a line)."""
+        position = answer.get("position") if answer is not None else None
+        has_position = isinstance(position, int) and not isinstance(position, bool)
+        if self.result.queued_at is None and (status == 429 or has_position):
+            self.result.queued_at = self._since_epoch()
+        if answer is None:
+            return
+        if has_position:
+            self.result.positions.append(position)
+        if isinstance(answer.get("ticket"), str) and (place := queue_place(answer["ticket"])) is not None:
+            self.result.place = place
+
+    def _can_hold(self, answer: dict[str, Any]) -> bool:
+        """A Launchkit waiting room that holds requests says `held` (true or false) and hands a place."""
+        return (self._admission_url is not None and isinstance(answer.get("held"), bool)
+                and isinstance(answer.get("ticket"), str))
+
+    async def _hold_in_line(self, ticket: str) -> bool:
+        """The held line (as the page does it): POST the queue ticket with ?wait=S until admitted
+        (True). False when this server cannot hold (the caller falls back to Retry-After)."""
+        assert self._admission_url is not None
+        previous, self.state = self.state, "waiting"
+        started = self._loop.time()
+        url = f"{self._admission_url}?wait={self.config.hold_seconds}"
+        timeout = aiohttp.ClientTimeout(total=self.config.hold_seconds + self.config.request_timeout)
+        try:
+            for _ in range(MAX_HOLD_ROUNDS):
+                self.result.held_requests += 1
+                outcome = await self._ask_held(url, ticket, timeout)
+                if isinstance(outcome, bool):
+                    return outcome
+                ticket = outcome  # still in line (the hold ran out): ask again at once, spread a little
+                await asyncio.sleep(random.uniform(0, HOLD_SPREAD))
+            return False
+        finally:
+            self.result.waits.append(round(self._loop.time() - started, 3))
+            self.state = previous
+
+    async def _ask_held(self, url: str, ticket: str, timeout: aiohttp.ClientTimeout) -> bool | str:
+        """One held request: True admitted, False cannot hold here, else the queue ticket to ask with next."""
+        sent = self._loop.time()
+        try:
+            async with self.session.post(url, json={"ticket": ticket}, headers=self._headers(),
+                                         timeout=timeout) as response:
+                ttfb = self._loop.time() - sent
+                status = response.status
+                self._keep_cookies(response)
+                body = await response.read()
+        except Exception as error:  # noqa: BLE001 - classified and recorded; the viewer stays in line
+            self.result.errors[f"admission_{classify_error(error)}"] += 1
+            return False
+        self.result.requests.append(RequestRecord("admission", url, sent - self._epoch, ttfb,
+                                                  self._loop.time() - sent - ttfb, len(body), status))
+        self.result.bytes += len(body)
+        answer = _waiting_answer(body)
+        if 200 <= status < 300 and answer is not None and answer.get("admitted") is True:
+            self.result.admitted_at = self._since_epoch()
+            return True
+        if status == 429 and answer is not None:
+            self._in_line(status, answer)
+            return answer["ticket"] if self._can_hold(answer) and answer["held"] else False
+        if status in NO_ADMISSION_API:
+            self._admission_url = None  # not this server: Retry-After from now on
+        else:
+            self.result.errors[f"admission_http_{status}"] += 1
+        return False
 
     async def _wait_in_room(self, seconds: float) -> None:
         """Honour Retry-After exactly: never retry before `seconds` have passed."""
@@ -783,13 +898,22 @@ class _Unit:
         return cls(part.uri, part.duration, "part", segment.map_uri, part.byterange, part.gap, pdt)
 
 
-def _waiting_position(body: bytes) -> int | None:
-    """The place in line of a Launchkit waiting-room answer ({"position": N, ...}), if it is one."""
+def _waiting_answer(body: bytes) -> dict[str, Any] | None:
+    """A Launchkit admission answer ({"position": N, "ticket": ..., "held": ...}), if the body is one."""
     try:
-        position = json.loads(body).get("position")
-    except (ValueError, AttributeError):
+        answer = json.loads(body)
+    except ValueError:  # not JSON, or not text at all
         return None
-    return position if isinstance(position, int) and not isinstance(position, bool) else None
+    return answer if isinstance(answer, dict) else None
+
+
+def queue_place(ticket: str) -> tuple[str, int] | None:
+    """(scope, sequence number) of a Launchkit queue ticket `q.<scope>.<seq>.<issued_ms>.<sig>`
+    (launchkit/admission/tickets.py: signed, not secret); the server serves places in this order."""
+    parts = ticket.split(".")
+    if len(parts) != 5 or parts[0] != "q" or not (parts[2].isascii() and parts[2].isdigit()):
+        return None
+    return parts[1], int(parts[2])
 
 
 def parse_retry_after(value: str) -> float | None:

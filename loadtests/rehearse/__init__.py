@@ -4,10 +4,13 @@
     run.py             the driver: arrivals on time, a timeline and a progress line every second
     viewers.py         HLS / LL-HLS players and WHEP viewers that wait, play, leave like the page
     visitors.py        landing-page visitors: page, /api/status, wall SSE, questions
-    metrics_scrape.py  the target's /metrics once a second
+    metrics_scrape.py  the targets' /metrics once a second
     results.py         raw results, merging workers' shards, the summary
+    places.py          the waiting room's figures: idle places while anyone waits, freed → admitted, FIFO
+    journal.py         raw results written as the run goes (a killed run can still be reported)
     slo.py             thresholds and the verdict
-    report.py          report.json, PNG charts, self-contained report.html
-    targets.py         loopback-only unless --allow-remote; the local demo
-    cli.py             `launchkit rehearse` and `rehearse merge`
+    report.py          report.json, self-contained report.html (charts when matplotlib is installed)
+    charts.py          the PNG charts (matplotlib: `pip install 'launchkit[rehearse]'`)
+    targets.py         loopback-only unless --allow-remote; the local demo, or local edges + Redis
+    cli.py             `launchkit rehearse`, `rehearse merge` and `rehearse report`
 """

@@ -1,13 +1,20 @@
 """`launchkit rehearse ...` (and `python -m loadtests.rehearse ...`): run a flash-crowd rehearsal,
-a worker's shard of one, or merge workers' shards into one report.
+a worker's shard of one, merge workers' shards into one report, or report what a journal recorded.
 
-    launchkit rehearse [--target URL] [--profile NAME|PATH] [--duration S] [--rate-scale F]
-                       [--report DIR] [--slo PATH] [--allow-remote] [--demo-args "..."] [--worker-of I/M]
+    launchkit rehearse [--target URL]... [--profile NAME|PATH] [--duration S] [--rate-scale F]
+                       [--report DIR] [--slo PATH] [--allow-remote] [--demo-args "..."]
+                       [--edges N [--edge-args "..."]] [--worker-of I/M]
     launchkit rehearse merge RAW... --report DIR [--slo PATH]
+    launchkit rehearse report DIR [--report OUT] [--slo PATH]
 
-Exit status: 0 the SLOs hold, 1 they do not, 2 usage or setup error (bad profile, refused target).
-A worker (`--worker-of I/M`) writes its raw results and exits 0 once it has run: the verdict
-belongs to the merged report.
+Exit status: 0 the SLOs hold, 1 they do not (or the run did not finish), 2 usage or setup error
+(bad profile, refused target). A worker (`--worker-of I/M`) writes its raw results and exits 0
+once it has run: the verdict belongs to the merged report.
+
+Nothing a run measured is lost: optional dependencies are checked before it starts (without
+matplotlib the report has no charts and says how to get them), every result goes to DIR's journal
+as it comes (journal.py), and an interrupted run (Ctrl-C, SIGTERM) is reported from it as
+incomplete; after a SIGKILL or a crash, `rehearse report DIR` does the same.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import argparse
 import asyncio
 import json
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,8 +43,10 @@ def add_parser(commands: Any) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", metavar="URL", help="base URL of the target (default: a local `launchkit demo` started for "
-                                         "the run); not loopback: needs --allow-remote")
+    parser.add_argument("--target", metavar="URL", action="append",
+                        help="base URL of the target (default: a local `launchkit demo` started for the run); "
+                             "repeat for several edges (arrival i goes to the i-th mod N); not loopback: needs "
+                             "--allow-remote")
     parser.add_argument("--profile", default="flash-crowd", metavar="NAME|PATH",
                         help="built-in profile (flash-crowd, ramp, soak) or a JSON file (default: %(default)s)")
     parser.add_argument("--duration", type=float, metavar="S", help="stretch the profile's arrival window to S seconds")
@@ -48,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow a target that is not on this machine (only systems you may load-test)")
     parser.add_argument("--demo-args", default="", metavar="ARGS",
                         help='extra options for the local demo, e.g. --demo-args="--max-viewers 50"')
+    parser.add_argument("--edges", type=int, metavar="N",
+                        help="instead of the demo alone: the local demo as the origin of N local `launchkit edge` "
+                             "processes sharing admission through a local redis-server (needs redis-server)")
+    parser.add_argument("--edge-args", default="", metavar="ARGS",
+                        help='extra options for each local edge, e.g. --edge-args="--max-viewers 20"')
     parser.add_argument("--fps", type=int, metavar="N", help="the target's frame rate, for WHEP frame delivery (default: 15 for "
                                                 "the local demo, 30 otherwise)")
     parser.add_argument("--worker-of", metavar="I/M", help="run shard I (0-based) of M and write raw-I-of-M.json "
@@ -60,6 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     merge.add_argument("raw", nargs="+", help="raw result files or directories")
     merge.add_argument("--report", default="rehearsal-report", metavar="DIR", help="directory for the merged report")
     merge.add_argument("--slo", metavar="PATH", help="JSON file with SLO thresholds")
+    report = actions.add_parser("report", help="report what a rehearsal's journal recorded (a killed run too)",
+                                description="Rebuild the raw results of a rehearsal from the journal(s) in DIR "
+                                            "(journal.jsonl, or the workers' journal-I-of-M.jsonl) and write its "
+                                            "report; a run whose journal has no end is reported as incomplete.")
+    report.add_argument("directory", metavar="DIR", help="the rehearsal's report directory")
+    report.add_argument("--report", dest="report_out", metavar="OUT", help="where to write the report (default: DIR)")
+    report.add_argument("--slo", metavar="PATH", help="JSON file with SLO thresholds")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         thresholds = slo.load(args.slo)
         if args.rehearse_action == "merge":
             return _merge(args, thresholds)
+        if args.rehearse_action == "report":
+            return _from_journal(args, thresholds)
         profile = _profile(args, profiles)
         worker = _worker(args)
         return _rehearse(args, profile, worker, thresholds)
@@ -99,31 +123,57 @@ def _worker(args: argparse.Namespace) -> tuple[int, int]:
     match = _WORKER.match(args.worker_of)
     if not match or not 0 <= int(match.group(1)) < int(match.group(2)) <= 10_000:
         raise ValueError(f"--worker-of: I/M with 0 <= I < M, got {args.worker_of!r}")
-    if args.target is None:
+    if not args.target:
         raise ValueError("--worker-of needs --target: every worker must load the same target")
     return int(match.group(1)), int(match.group(2))
 
 
 def _rehearse(args: argparse.Namespace, profile: Any, worker: tuple[int, int], thresholds: dict[str, Any]) -> int:
+    from loadtests.rehearse import journal, report
     from loadtests.rehearse.run import RunSettings, rehearse
-    from loadtests.rehearse.targets import DEMO_FPS, check_target, local_demo
+    from loadtests.rehearse.targets import DEMO_FPS, check_target, local_demo, local_edges
 
+    if args.edges is not None and args.target:
+        raise ValueError("--edges starts its own targets: leave out --target")
+    targets = [check_target(url, args.allow_remote) for url in args.target or []]
     report_dir = Path(args.report)
     report_dir.mkdir(parents=True, exist_ok=True)
+    missing = report.chart_support()  # before the run, not after it
+    if missing is not None and worker[1] == 1:
+        print(f"launchkit rehearse: {missing}; the report will have every figure but no chart", file=sys.stderr)
+    log = journal.Journal(report_dir / journal.name(*worker))
 
-    def go(target: str, fps: int) -> dict[str, Any]:
-        settings = RunSettings(target=target, profile=profile, worker=worker[0], workers=worker[1],
-                               ice=_ice(target), webrtc_fps=args.fps or fps,
-                               printer=(lambda _line: None) if args.quiet else None)
+    def go(urls: list[str], fps: int) -> dict[str, Any]:
+        settings = RunSettings(target=urls[0], targets=tuple(urls), profile=profile, worker=worker[0],
+                               workers=worker[1], ice=_ice(urls[0]), webrtc_fps=args.fps or fps,
+                               printer=(lambda _line: None) if args.quiet else None, journal=log)
         print(f"rehearsal {profile.name}: ~{profile.expected_arrivals:.0f} arrivals over {profile.seconds:.0f} s "
-              f"against {target} (shard {worker[0]}/{worker[1]})", file=sys.stderr, flush=True)
+              f"against {', '.join(urls)} (shard {worker[0]}/{worker[1]}); journal {log.path}",
+              file=sys.stderr, flush=True)
         return asyncio.run(rehearse(settings))
 
-    if args.target is None:
-        with local_demo(args.demo_args, log_dir=report_dir) as url:
-            raw = go(url, DEMO_FPS)
-    else:
-        raw = go(check_target(args.target, args.allow_remote), 30)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if targets:
+            raw = go(targets, 30)
+        elif args.edges is not None:
+            with local_edges(args.edges, args.demo_args, args.edge_args, log_dir=report_dir) as urls:
+                raw = go(urls, DEMO_FPS)
+        else:
+            with local_demo(args.demo_args, log_dir=report_dir) as url:
+                raw = go([url], DEMO_FPS)
+    except KeyboardInterrupt:
+        log.close()
+        if not log.path.stat().st_size:
+            print("launchkit rehearse: interrupted before the run started", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"launchkit rehearse: interrupted; what ran is in {log.path}", file=sys.stderr)
+        if worker[1] > 1:
+            return EXIT_FAIL
+        return _report(journal.read(log.path), report_dir, thresholds)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        log.close()
     if worker[1] > 1:
         path = report_dir / f"raw-{worker[0]}-of-{worker[1]}.json"
         path.write_text(json.dumps(raw))
@@ -131,6 +181,12 @@ def _rehearse(args: argparse.Namespace, profile: Any, worker: tuple[int, int], t
         return EXIT_PASS
     (report_dir / "raw.json").write_text(json.dumps(raw))
     return _report(raw, report_dir, thresholds)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    """SIGTERM (Kubernetes, a deadline, kill): stop as Ctrl-C does, so the servers started are stopped
+    and what ran is reported."""
+    raise KeyboardInterrupt
 
 
 def _ice(target: str) -> Any:
@@ -163,6 +219,24 @@ def _merge(args: argparse.Namespace, thresholds: dict[str, Any]) -> int:
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "raw.json").write_text(json.dumps(raw))
     return _report(raw, report_dir, thresholds)
+
+
+def _from_journal(args: argparse.Namespace, thresholds: dict[str, Any]) -> int:
+    from loadtests.rehearse import journal
+    from loadtests.rehearse.results import merge
+
+    directory = Path(args.directory)
+    paths = journal.find(directory)
+    if not paths:
+        raise ValueError(f"{directory}: no journal.jsonl (nor journal-I-of-M.jsonl) to report")
+    raws = [journal.read(path) for path in paths]
+    raw = raws[0] if len(raws) == 1 and raws[0]["shard"][1] == 1 else merge(raws)
+    if not raw["complete"]:
+        print(f"launchkit rehearse report: the run did not finish (no end in the journal): reporting the "
+              f"{len(raw['arrivals'])} arrivals that did, {raw['unfinished']} were in flight", file=sys.stderr)
+    out = Path(args.report_out) if args.report_out else directory
+    out.mkdir(parents=True, exist_ok=True)
+    return _report(raw, out, thresholds)
 
 
 def _report(raw: dict[str, Any], report_dir: Path, thresholds: dict[str, Any]) -> int:

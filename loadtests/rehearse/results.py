@@ -2,8 +2,20 @@
 the SLOs and the report read.
 
 The raw results are a JSON document: one record per arrival, a timeline sampled every second by
-the driver (gauges and per-second increments only, so shards add up by second), and the server's
-metrics scraped every second (by worker 0 only: the target is the same for every worker).
+the driver (gauges and per-second increments only, so shards add up by second), the server's
+metrics scraped every second (by worker 0 only: the target is the same for every worker), and the
+target's capacity at the start. The same facts are written as the run goes to a journal
+(journal.py), from which a killed run is reported too (`complete` false, `unfinished` arrivals).
+
+The waiting room's figures (places.py) come from timestamps the viewers take themselves, in
+seconds since the start: joined the line (first waiting-room answer), admitted (the admitting
+answer received), playing, left (leave beacon sent, or gave up), and the place in line (the queue
+ticket's sequence number, the server's FIFO order). The simulated audience is the whole audience,
+so these intervals say exactly when places were taken and freed and who waited, with every latency
+counted against the system: a place is free from the moment its viewer sent its leave, and taken
+again only when the next viewer received its admission. Capacity is the target's `/api/status`
+`max_viewers` (shared by all edges with Redis). Shards are merged by shifting each worker's
+timestamps by its start time (wall clocks of one cluster).
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from loadtests.player import percentiles
+from loadtests.rehearse import places
 from loadtests.rehearse.profiles import VIEWER_KINDS
 
 FORMAT = "launchkit-rehearsal-raw/1"
@@ -41,6 +54,14 @@ class ArrivalResult:
     http_5xx: int = 0  # 5xx answers seen (a WHEP 503 "at capacity, play LL-HLS" is the contract, not counted)
     ttfb: dict[str, list[float]] = field(default_factory=dict)  # segment / part → seconds
     detail: dict[str, Any] = field(default_factory=dict)  # kind-specific (WHEP frames, wall, ...)
+    # Viewers, seconds since the start (places.py): joined the line, admitted, playing, left or gave up;
+    # the last place in line (queue scope, sequence number); which target (edge) it was sent to.
+    queued_at: float | None = None
+    admitted_at: float | None = None
+    playing_at: float | None = None
+    left_at: float | None = None
+    place: list | None = None
+    target: int = 0
     state: str = field(default="pending", repr=False)  # live only: pending|loading|waiting|playing|stalled|visiting|done
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,6 +89,9 @@ def merge(raws: list[dict[str, Any]]) -> dict[str, Any]:
         raise ValueError(f"shards do not belong together: {shards}")
     origin = min(r["started_at"] for r in raws)
     timeline: dict[int, dict[str, float]] = {}
+    arrivals = []
+    for raw in raws:
+        arrivals.extend(_shifted(a, raw["started_at"] - origin) for a in raw["arrivals"])
     for raw in raws:
         offset = round(raw["started_at"] - origin)
         for row in raw["timeline"]:
@@ -83,14 +107,27 @@ def merge(raws: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "format": FORMAT, "shard": [None, workers], "workers": [r["shard"] for r in raws],
         "missing_shards": sorted(set(range(workers)) - {s[0] for s in shards}),
-        "target": first["target"], "profile": first["profile"], "started_at": origin,
+        "target": first["target"], "targets": first.get("targets"), "profile": first["profile"], "started_at": origin,
         "wall_seconds": max(r["started_at"] - origin + r["wall_seconds"] for r in raws),
-        "arrivals": sorted((a for r in raws for a in r["arrivals"]), key=lambda a: a["index"]),
+        "arrivals": sorted(arrivals, key=lambda a: a["index"]),
         "cancelled": sum(r["cancelled"] for r in raws),
+        "capacity": first.get("capacity"), "complete": all(r.get("complete", True) for r in raws),
+        "unfinished": sum(r.get("unfinished", 0) for r in raws),
         "timeline": [timeline[t] for t in sorted(timeline)],
         "server": server,
         "generator_lag": [v for r in raws for v in r.get("generator_lag", [])],
     }
+
+
+TIMESTAMPS = ("queued_at", "admitted_at", "playing_at", "left_at")
+
+
+def _shifted(arrival: dict[str, Any], offset: float) -> dict[str, Any]:
+    """An arrival record with its timestamps on the merged clock."""
+    if not offset:
+        return arrival
+    moved = {key: round(arrival[key] + offset, 3) for key in TIMESTAMPS if arrival.get(key) is not None}
+    return {**arrival, **moved}
 
 
 def summarize(raw: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +168,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         "queue": _queue(raw["timeline"], raw.get("server", [])),
         "server": _server(raw.get("server", [])),
         "cancelled": raw["cancelled"],
+        "line": places.figures(raw["arrivals"], raw.get("capacity"), raw["wall_seconds"]),
+        "complete": raw.get("complete", True), "unfinished": raw.get("unfinished", 0),
         # How late the driver's 1 s tick fired: large values mean the load generator, not the
         # target, was the bottleneck (its timings are then inflated).
         "generator_lag": percentiles(raw.get("generator_lag", []), 3),

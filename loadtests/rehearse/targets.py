@@ -1,5 +1,8 @@
-"""Where the rehearsal points: a URL the operator names (loopback unless `--allow-remote`), or a
-local `launchkit demo` it starts itself on a free loopback port and stops afterwards (by PID).
+"""Where the rehearsal points: URLs the operator names (loopback unless `--allow-remote`; several
+URLs are edges the arrivals are spread over), or local servers it starts itself on free loopback
+ports and stops afterwards (by PID): a `launchkit demo`, or (`--edges N`) that demo as the origin
+of N `launchkit edge` processes sharing admission through a `redis-server` of their own, the way a
+deployment runs (tests/launchkit/test_edge.py starts them the same way).
 
 Load tests are weapons against anything they point at; so a remote target must be asked for
 explicitly, and the local demo runs a small ladder this machine can carry next to the load.
@@ -9,13 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
+import secrets
 import shlex
+import shutil
+import socket
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from loadtests.target import start_demo
+from loadtests.target import LocalDemo, free_port, start_demo, start_launchkit
 
 # One small rendition at 15 fps and a small WebRTC rendition: the demo shares the machine with the
 # load generator. The waiting room answers quickly so a short rehearsal sees the queue move.
@@ -23,6 +32,11 @@ DEMO_ARGS = ("--ladder", "360p:640x360:600", "--fps", "15", "--segment-duration"
              "--webrtc", "320x180:300", "--retry-after", "2", "--retry-jitter", "1")
 DEMO_FPS = 15
 LOOPBACK_ICE_ENV = {"LAUNCHKIT_ICE_ADDRESSES": "127.0.0.1"}
+MAX_LOCAL_EDGES = 8
+# Local edges have nobody to drain for when the rehearsal is over: stop within a second.
+EDGE_ARGS = ("--drain-seconds", "1")
+STOP_SECONDS = 10.0
+REDIS_READY_SECONDS = 10.0
 
 
 class TargetError(ValueError):
@@ -58,5 +72,65 @@ def local_demo(extra_args: str, log_dir: Path | None = None) -> Iterator[str]:
     try:
         yield demo.url
     finally:
-        if demo.process.poll() is None:
-            demo.stop()
+        _stop(demo.process)
+
+
+@contextlib.contextmanager
+def local_edges(count: int, demo_args: str, edge_args: str, log_dir: Path | None = None) -> Iterator[list[str]]:
+    """`count` edges (URLs) in front of a local demo, sharing a local redis-server, for the block.
+    Every process started is stopped by PID, whatever happens."""
+    if not 1 <= count <= MAX_LOCAL_EDGES:
+        raise TargetError(f"--edges: 1 to {MAX_LOCAL_EDGES}, got {count}")
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise TargetError("--edges needs redis-server on PATH (the edges share admission through it)")
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="launchkit-rehearsal-"))
+    # One deployment: every edge honours the others' tickets and reaches the origin's WebRTC feed.
+    env = {**LOOPBACK_ICE_ENV,
+           "LAUNCHKIT_ADMISSION_SECRET": os.environ.get("LAUNCHKIT_ADMISSION_SECRET") or secrets.token_urlsafe(32),
+           "LAUNCHKIT_EDGE_TOKEN": os.environ.get("LAUNCHKIT_EDGE_TOKEN") or secrets.token_urlsafe(24)}
+    started: list[LocalDemo] = []
+    redis = None
+    try:
+        redis, redis_url = _start_redis(redis_server, log_dir)
+        started.append(start_demo(*DEMO_ARGS, *shlex.split(demo_args), env=env, log_dir=log_dir, ready_timeout=40))
+        for _ in range(count):
+            started.append(start_launchkit("edge", "--origin", started[0].url, "--redis", redis_url, *EDGE_ARGS,
+                                           *shlex.split(edge_args), env=env, log_dir=log_dir, ready_timeout=40))
+        yield [edge.url for edge in started[1:]]
+    finally:
+        for server in reversed(started):
+            _stop(server.process)
+        if redis is not None:
+            _stop(redis)
+
+
+def _start_redis(executable: str, log_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    with open(log_dir / "redis.log", "wb") as log:
+        process = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                    "--appendonly", "no", "--dir", str(log_dir)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + REDIS_READY_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise TargetError(f"redis-server exited with {process.returncode} (see {log_dir / 'redis.log'})")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            if sock.recv(16).startswith(b"+PONG"):
+                return process, f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    _stop(process)
+    raise TargetError(f"redis-server did not answer within {REDIS_READY_SECONDS:.0f} s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM, SIGKILL if it lingers; never raises: stopping a server must not lose the results."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(STOP_SECONDS)

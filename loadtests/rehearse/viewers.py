@@ -1,23 +1,26 @@
 """Viewers of a rehearsal: HLS / LL-HLS players (loadtests/player.py, real pace) and WHEP viewers
 (loadtests/whep.py, real WebRTC sessions), each behaving as the landing page does.
 
-A viewer arrives, waits in the waiting room if told to (Retry-After honoured), gives up if it is
-not playing after `patience` seconds, otherwise plays for `stay` seconds and leaves, releasing its
-admission slot (`POST /api/admission/leave`, what the page's `pagehide` beacon does) so the next
-in line gets in. A WHEP viewer that is refused (429 waiting room, 503 at WebRTC capacity) or cannot
-connect falls back to LL-HLS for the rest of its time, as the page does.
+A viewer arrives, waits in the waiting room if told to (in the held line, as the page does, or
+after Retry-After from a server without one: loadtests/player.py), gives up if it is not playing
+after `patience` seconds, otherwise plays for `stay` seconds and leaves, releasing its admission
+slot (`POST /api/admission/leave`, what the page's `pagehide` beacon does) so the next in line gets
+in. A WHEP viewer that is refused (429 waiting room, 503 at WebRTC capacity) or cannot connect falls
+back to LL-HLS for the rest of its time, as the page does, keeping the place in line it was given.
+Each records when it joined the line, was admitted, started playing and left (places.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections import Counter
 from typing import Any
 
 import aiohttp
 
-from launchkit.admission.service import TICKET_COOKIE
-from loadtests.player import Player, PlayerConfig
+from launchkit.admission.service import QUEUE_COOKIE, TICKET_COOKIE
+from loadtests.player import KEY_HEADER, Player, PlayerConfig, queue_place
 from loadtests.rehearse.profiles import Arrival
 from loadtests.rehearse.results import ArrivalResult
 from loadtests.whep import WhepResult, watch
@@ -36,12 +39,22 @@ class RehearsalPlayer(Player):
         morsel = self._cookies.get(TICKET_COOKIE)
         return morsel.value if morsel is not None else None
 
+    def carry(self, client_key: str, ticket: str | None, queue_ticket: str | None) -> None:
+        """Arrive as a viewer who already asked: its key, and the ticket or place an earlier answer gave."""
+        self.client_key = client_key
+        if ticket is not None:
+            self._cookies[TICKET_COOKIE] = ticket
+        if queue_ticket is not None:
+            self._cookies[QUEUE_COOKIE] = queue_ticket
+
 
 async def hls_viewer(session: aiohttp.ClientSession, base_url: str, arrival: Arrival, record: ArrivalResult, *,
                      low_latency: bool, epoch: float, patience: float | None = None, stay: float | None = None,
-                     request_timeout: float = 5.0) -> None:
+                     request_timeout: float = 5.0, client_key: str | None = None, ticket: str | None = None,
+                     queue_ticket: str | None = None) -> None:
     """Play `/hls/index.m3u8` until `stay` seconds after playback started (or give up after
-    `patience`); fills `record`."""
+    `patience`); fills `record`. `client_key` with `ticket` or `queue_ticket`: a viewer who already
+    holds a place (admitted, or in line)."""
     loop = asyncio.get_running_loop()
     patience = arrival.patience if patience is None else patience
     stay = arrival.stay if stay is None else stay
@@ -49,6 +62,8 @@ async def hls_viewer(session: aiohttp.ClientSession, base_url: str, arrival: Arr
     config = PlayerConfig(duration=patience + stay + 1.0, low_latency=low_latency, request_timeout=request_timeout)
     player = RehearsalPlayer(session, f"{base_url}/hls/index.m3u8", config, index=arrival.index,
                              arrival=arrival.at, epoch=epoch)
+    if client_key is not None:
+        player.carry(client_key, ticket, queue_ticket)
     started = loop.time()
     bytes_before = record.bytes  # a WHEP viewer falling back has received some already
     task = asyncio.create_task(player.run())
@@ -66,14 +81,22 @@ async def hls_viewer(session: aiohttp.ClientSession, base_url: str, arrival: Arr
         if not task.done():
             task.cancel()
         await asyncio.wait({task})
+    left_at = round(loop.time() - epoch, 3)
     await _leave(session, base_url, player.admission_ticket())
     record.bytes = bytes_before + player.result.bytes
-    _fill_from_player(record, player)
+    _fill_from_player(record, player, epoch, left_at)
 
 
-def _fill_from_player(record: ArrivalResult, player: Player) -> None:
+def _fill_from_player(record: ArrivalResult, player: Player, epoch: float, left_at: float) -> None:
     """Add what the player measured to `record` (which may hold a WHEP attempt's figures)."""
     result = player.result
+    if record.queued_at is None and result.queued_at is not None:
+        record.queued_at = round(result.queued_at, 3)
+    if record.admitted_at is None and result.admitted_at is not None:  # else admitted by its WHEP answer
+        record.admitted_at = round(result.admitted_at, 3)
+    record.playing_at = round(player.buffer.started_at - epoch, 3) if player.buffer.started_at is not None else None
+    record.left_at = left_at
+    record.place = list(result.place) if result.place else record.place
     record.joined = result.startup_seconds is not None
     record.startup = result.startup_seconds
     record.waited += sum(result.waits)
@@ -109,34 +132,52 @@ async def _leave(session: aiohttp.ClientSession, base_url: str, ticket: str | No
 
 async def whep_viewer(connector: aiohttp.BaseConnector, base_url: str, arrival: Arrival, record: ArrivalResult, *,
                       ice: IceSettings, fps: int, epoch: float) -> None:
-    """A WebRTC viewer for `stay` seconds; on refusal or failure, LL-HLS for the time left.
+    """A WebRTC viewer for `stay` seconds; on refusal or failure, LL-HLS for the time left, as the
+    same viewer: its client key, and the admission ticket or the place in line the WHEP answer gave
+    (a WHEP 503 "play LL-HLS" comes with a ticket: a second one would hold a second place).
     Needs `loadtests.whep.install_counting_decoders()` once per process."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     record.state = "loading"
+    key = secrets.token_urlsafe(16)
     tickets: list[str] = []
+    places: list[str] = []
 
     async def answered(_session: Any, _context: Any, params: aiohttp.TraceRequestEndParams) -> None:
-        if params.method == "POST" and params.response.status == 201:
+        if params.method != "POST":
+            return
+        response = params.response
+        if response.status == 201:
             record.state = "playing"
-            if (morsel := params.response.cookies.get(TICKET_COOKIE)) is not None:
-                tickets.append(morsel.value)
+        if (morsel := response.cookies.get(TICKET_COOKIE)) is not None and morsel.value:
+            record.admitted_at = round(loop.time() - epoch, 3)
+            tickets.append(morsel.value)
+        elif response.status == 429 and (morsel := response.cookies.get(QUEUE_COOKIE)) is not None:
+            record.queued_at = round(loop.time() - epoch, 3)
+            places.append(morsel.value)
+            if (place := queue_place(morsel.value)) is not None:
+                record.place = list(place)
 
     trace = aiohttp.TraceConfig()
     trace.on_request_end.append(answered)
-    # A session of its own (over the shared connector) to see the 201 and the ticket as they come.
+    # A session of its own (over the shared connector) to see the answers and the ticket as they come.
     async with aiohttp.ClientSession(connector=connector, connector_owner=False, trace_configs=[trace],
-                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
+                                     cookie_jar=aiohttp.DummyCookieJar(), headers={KEY_HEADER: key}) as session:
+        watching = loop.time()
         result = await watch(session, f"{base_url}/whep", arrival.stay, ice)
-        await _leave(session, base_url, tickets[0] if tickets else None)
+        left_at = round(loop.time() - epoch, 3)
         _fill_from_whep(record, result, fps)
         if record.joined:
+            await _leave(session, base_url, tickets[-1] if tickets else None)
+            record.left_at = left_at
+            record.playing_at = round(watching - epoch + result.first_frame_after, 3)  # joined: a first frame
             record.state = "done"
             return
         record.detail["fallback"] = True
         fallback_at = loop.time()
         await hls_viewer(session, base_url, arrival, record, low_latency=True, epoch=epoch,
-                         patience=max(0.0, arrival.patience - (fallback_at - started)))
+                         patience=max(0.0, arrival.patience - (fallback_at - started)), client_key=key,
+                         ticket=tickets[-1] if tickets else None, queue_ticket=places[-1] if places else None)
         if record.startup is not None:  # the viewer has been waiting since the WHEP attempt
             record.startup += fallback_at - started
 

@@ -1,5 +1,6 @@
-"""The simulated HLS / LL-HLS player (`loadtests/player.py`): against a real `launchkit demo`, and
-against tiny aiohttp servers that play a waiting room, a stalled server and an LL-HLS origin."""
+"""The simulated HLS / LL-HLS player (`loadtests/player.py`): against a real `launchkit demo` (and its
+held line), and against tiny aiohttp servers that play a waiting room (with and without the
+admission API), a stalled server and an LL-HLS origin."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from loadtests.player import (
     Cursor,
     PlaybackBuffer,
+    Player,
     PlayerConfig,
     Swarm,
     choose_variant,
@@ -25,6 +28,7 @@ from loadtests.player import (
     parse_multivariant,
     parse_retry_after,
     percentiles,
+    queue_place,
     run_swarm,
     start_cursor,
 )
@@ -222,9 +226,10 @@ class FakeLive:
     LL-HLS mode, with blocking reload), optionally behind a waiting room or stalling."""
 
     def __init__(self, *, segment: float = 1.0, parts: int = 0, window: int = 6, size: int = 20_000,
-                 retry_after: int = 0, stall: str | None = None) -> None:
+                 retry_after: int = 0, stall: str | None = None, says_held: bool = False) -> None:
         self.segment, self.parts, self.window, self.size = segment, parts, window, size
         self.retry_after, self.stall = retry_after, stall
+        self.says_held = says_held  # answers like a Launchkit waiting room, but has no /api/admission
         self.t0 = time.monotonic() - window * segment  # the window is full from the start
         self.log: list[tuple[float, str]] = []
         self.tickets: dict[str, float] = {}
@@ -267,6 +272,11 @@ class FakeLive:
                 self.tickets[ticket] = now
                 response = web.Response(status=429, text="waiting room",
                                         headers={"Retry-After": str(self.retry_after)})
+                if self.says_held:
+                    response = web.json_response(
+                        {"admitted": False, "position": len(self.tickets), "held": False,
+                         "ticket": f"q.fake.{len(self.tickets)}.0.signature-is-not-checked"},
+                        status=429, headers={"Retry-After": str(self.retry_after)})
                 response.set_cookie("ticket", ticket)
                 return response
             if now - self.tickets[ticket] < self.retry_after:
@@ -355,6 +365,68 @@ async def test_waiting_room_retry_after_is_honoured_never_earlier_and_recorded()
         assert retry.started - first.started >= 2.0
         assert viewer.startup_seconds >= 2.0 and not viewer.errors
     assert summary["error_count"] == 0 and summary["stalls"] == 0 and summary["started"] == 3
+
+
+async def test_a_waiting_room_without_the_held_line_api_is_waited_out_with_retry_after():
+    fake = FakeLive(retry_after=2, says_held=True)
+    async with serve(fake) as url:
+        result = await run_swarm(url, 2, PlayerConfig(duration=5.0))
+    assert fake.early_retries == 0
+    for viewer in result.viewers:
+        asked = [r for r in viewer.requests if r.kind == "admission"]
+        assert [(r.status, r.url.rsplit("/", 1)[1]) for r in asked] == [(404, "admission?wait=25")]
+        assert viewer.waits[-1] == 2.0 and not viewer.errors  # then Retry-After, exactly; a 404 is no error
+        assert viewer.place == ("fake", viewer.positions[0]) and viewer.admitted_at > viewer.queued_at + 2.0
+        assert viewer.startup_seconds >= 2.0 and viewer.played_seconds > 0
+
+
+def test_a_queue_ticket_names_its_place():
+    assert queue_place("q.g.42.1700000000000.abcdefghijklmnopqrstuvwx") == ("g", 42)
+    assert queue_place("a.id.1700000000.binding.sig") is None
+    assert queue_place("q.g.٤٢.1.sig") is None  # digits, ASCII ones
+
+
+def test_a_queued_viewer_is_admitted_by_the_held_line_as_soon_as_a_place_frees(tmp_path):
+    """A real demo with one place: the second viewer holds `POST /api/admission?wait=25` with its own
+    client key and is let in the moment the first one leaves; its ticket is bound to that key, so its
+    media requests are served only because it sends the key (a copied ticket would wait in line)."""
+
+    async def scene(url: str) -> tuple[Player, Player, float]:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+            first = Player(session, url + "/hls/index.m3u8", PlayerConfig(duration=3.0))
+            second = Player(session, url + "/hls/index.m3u8", PlayerConfig(duration=8.0))
+            playing = asyncio.create_task(first.run())
+            await asyncio.sleep(0.5)
+            waiting = asyncio.create_task(second.run())
+            await playing
+            ticket = first._cookies["lk_ticket"].value
+            loop = asyncio.get_running_loop()
+            left = loop.time() - second._epoch
+            async with session.post(url + "/api/admission/leave", json={"ticket": ticket}) as response:
+                assert response.status == 204
+            await waiting
+            return first, second, left
+
+    with start_demo("--ladder", "360p:640x360:600", "--segment-duration", "1", "--max-viewers", "1",
+                    log_dir=tmp_path) as demo:
+        time.sleep(2)
+        first, second, left = asyncio.run(scene(demo.url))
+    assert first.result.queued_at is None and first.result.admitted_at is not None
+    viewer = second.result
+    held = [r for r in viewer.requests if r.kind == "admission"]
+    assert [(r.status, r.url.rsplit("/", 1)[1]) for r in held] == [(200, "admission?wait=25")]
+    assert viewer.held_requests == 1 and viewer.positions == [1] and viewer.place[1] >= 1
+    freed_to_admitted = viewer.admitted_at - left
+    print(f"\nheld line: place freed -> next viewer admitted in {freed_to_admitted * 1000:.0f} ms, "
+          f"held {viewer.waits[0]:.2f} s")
+    assert 0 <= freed_to_admitted < 1.0
+    assert viewer.waits[0] == pytest.approx(viewer.admitted_at - viewer.queued_at, abs=0.05)
+    # Admitted, it plays: every media request after the admission was served with its bound ticket.
+    after = [r for r in viewer.requests if r.started >= viewer.admitted_at]
+    assert after and all(r.status == 200 for r in after) and not viewer.errors
+    assert viewer.startup_seconds is not None and viewer.stalls == 0
+    # The key came from the viewer's own header: the server never had to make one up (an lk_key cookie).
+    assert "lk_key" not in second._cookies and "lk_key" not in first._cookies
 
 
 @pytest.mark.parametrize("stall", ["media", "all"])
