@@ -69,6 +69,9 @@ SHARED_SCOPE = "g"
 # The ticket to attach to a served media response (renewed or new). RequestKey: aiohttp >= 3.12.
 _RENEWED = (web.RequestKey("launchkit.admission.renewed", str) if hasattr(web, "RequestKey")
             else "launchkit.admission.renewed")
+# The ticket of a viewer admitted by this very request (an implicit arrival).
+_ARRIVED = (web.RequestKey("launchkit.admission.arrived", str) if hasattr(web, "RequestKey")
+            else "launchkit.admission.arrived")
 # A client key made up for this request's client (no header, no cookie): sent back as a cookie.
 _NEW_KEY = (web.RequestKey("launchkit.admission.new_key", str) if hasattr(web, "RequestKey")
             else "launchkit.admission.new_key")
@@ -105,6 +108,7 @@ class Admission:
         self._task: asyncio.Task | None = None
         self._line = HeldLine(self._decide_held, self._keep_held, settings.hold_tick)
         self._line_task: asyncio.Task | None = None
+        self._freed_task: asyncio.Task | None = None
         self._stopping = False
         self._draining = False
         self._timeouts = 0
@@ -146,13 +150,17 @@ class Admission:
                 self._mark_up(f"admission state is shared through Redis at {self._redis_location()}")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="admission")
         self._line_task = asyncio.get_running_loop().create_task(self._line.run(), name="admission-line")
+        if self._shared is not None:  # a place freed on another edge pumps this edge's line at once
+            self._freed_task = asyncio.get_running_loop().create_task(self._shared.listen_freed(self._line.wake),
+                                                                      name="admission-freed")
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._line_task is not None:
-            self._line_task.cancel()
-            await asyncio.gather(self._line_task, return_exceptions=True)
-            self._line_task = None
+        for task in (self._line_task, self._freed_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._line_task = self._freed_task = None
         if self._task is not None:
             self._task.cancel()
             done, _ = await asyncio.wait({self._task}, timeout=STOP_TIMEOUT)
@@ -345,17 +353,21 @@ class Admission:
             return _error(400, f"invalid ticket: {error}")
         if not isinstance(ticket, AdmittedTicket):
             return _error(400, "not an admitted ticket")
-        self._local.active.remove(ticket.id)
-        self._touched.discard(ticket.id)
-        self._line.wake()  # a place is free: the head of the line, if held here, gets it now
-        if self._shared is not None and self._shared_up:
-            try:
-                await self._shared.leave(ticket.id)
-            except _REDIS_ERRORS as error:
-                self._redis_failed(error)
+        await self._release(ticket.id)
         response = web.Response(status=204, headers=_NO_STORE)
         response.del_cookie(TICKET_COOKIE, path="/")
         return response
+
+    async def _release(self, ticket_id: str) -> None:
+        """A viewer's place is free again: the head of the line gets it now, on this edge or another."""
+        self._local.active.remove(ticket_id)
+        self._touched.discard(ticket_id)
+        self._line.wake()
+        if self._shared is not None and self._shared_up:
+            try:
+                await self._shared.leave(ticket_id)
+            except _REDIS_ERRORS as error:
+                self._redis_failed(error)
 
     async def preflight(self, request: web.Request) -> web.Response:
         return web.Response(status=204, headers=preflight(("POST", "OPTIONS"), headers=("Content-Type", KEY_HEADER),
@@ -414,7 +426,7 @@ class Admission:
         # No valid ticket: an implicit arrival (a player that did not ask /api/admission first).
         decision, ticket = await self._decide(queue_ticket, key)
         if decision.admitted:
-            request[_RENEWED] = ticket
+            request[_RENEWED] = request[_ARRIVED] = ticket
             return None
         return self._waiting(request, decision, ticket)
 
@@ -439,6 +451,12 @@ class Admission:
         if refusal is not None:
             return refusal
         response = await handler(request)
+        arrived = request.get(_ARRIVED)
+        if arrived and response.status >= 500:
+            # Admitted on this very request, which the handler could not serve (WHEP at WebRTC capacity,
+            # an origin outage): the place goes back to the line rather than idling through probation.
+            await self._release(arrived.split(".")[1])
+            return response
         self.attach_ticket(request, response)
         return response
 

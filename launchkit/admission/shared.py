@@ -11,7 +11,9 @@ Keys (one hash tag, so a Redis Cluster keeps them in one slot, which Lua scripts
     {P}:edges:seen   zset  edge id -> last heartbeat (ms); edges silent for edge_ttl are dropped
     {P}:edges:info   hash  edge id -> JSON {url, headroom, viewers, lagging} (recommended edge)
 
-where {P} is `{<prefix>:admission}`. Every decision is one Lua script (ADMIT), so it is atomic: two
+where {P} is `{<prefix>:admission}`, and the channel `{P}:freed` on which an edge announces that a viewer
+left, so every edge pumps its held line at once (line.py) rather than on its next tick. Every
+decision is one Lua script (ADMIT), so it is atomic: two
 edges can never admit beyond the shared capacity together, and the queue is one FIFO. Time is the
 Redis server's (TIME), so edges with skewed clocks agree. The shared capacity is the sum of the
 capacities the live edges register: adding an edge frees capacity for the queue.
@@ -24,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from launchkit.admission.settings import AdmissionSettings
 from launchkit.admission.state import Decision
@@ -206,6 +210,7 @@ class SharedState:
         tag = "{" + settings.redis_prefix + ":admission}"
         self.keys = {name: f"{tag}:{name}" for name in
                      ("active", "queue", "deadlines", "seq", "drain", "edges", "edges:seen", "edges:info")}
+        self.freed_channel = f"{tag}:freed"
         self._admit = self.client.register_script(ADMIT)
         self._heartbeat = self.client.register_script(HEARTBEAT)
         self._touch = self.client.register_script(TOUCH)
@@ -263,7 +268,24 @@ class SharedState:
         return positions
 
     async def leave(self, ticket_id: str) -> None:
-        await self.client.zrem(self.keys["active"], ticket_id)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.keys["active"], ticket_id).publish(self.freed_channel, self.edge_id)
+            await pipe.execute()
+
+    async def listen_freed(self, on_freed: Callable[[], None]) -> None:
+        """Call `on_freed` whenever any edge announces a freed place; reconnects until cancelled."""
+        while True:
+            listener = Redis.from_url(self.settings.redis_url, socket_connect_timeout=self.settings.redis_timeout,
+                                      socket_keepalive=True)  # no read timeout: it waits for messages
+            try:
+                async with listener.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.freed_channel)
+                    async for _ in pubsub.listen():
+                        on_freed()
+            except (RedisError, OSError):
+                await asyncio.sleep(1.0)  # Redis is away: the held line still pumps on its own tick
+            finally:
+                await listener.aclose()
 
     async def deregister(self) -> None:
         k = self.keys

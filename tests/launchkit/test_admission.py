@@ -528,6 +528,21 @@ async def test_tickets_are_renewed_while_the_viewer_fetches_media_and_implicit_a
         assert admission.status()["viewers"] == 3
 
 
+async def test_a_place_taken_by_a_request_that_could_not_be_served_goes_back_to_the_line():
+    """An implicit arrival admitted on WHEP that then answers 503 (WebRTC at capacity) gives its place
+    back at once instead of holding it idle through probation (20 s)."""
+    async def full(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="WebRTC is at capacity", headers={"Retry-After": "10"})
+
+    async with serve(replace(BASE, max_viewers=1), [web.post("/whep", full)]) as (server, admission), \
+            viewers() as session:
+        async with session.post(server.make_url("/whep"), data="v=0", headers={"Launchkit-Key": new_client_key()}) \
+                as response:
+            assert response.status == 503
+        assert admission.status()["viewers"] == 0
+        assert (await ask(session, server)).status == 200  # the place was free for the next viewer
+
+
 async def test_unlimited_server_admits_everyone_and_does_not_guard_media():
     async with serve(BASE) as (server, admission), viewers() as session:
         answers = await asyncio.gather(*(ask(session, server) for _ in range(50)))

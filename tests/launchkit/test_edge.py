@@ -104,11 +104,6 @@ def test_two_edges_serve_300_viewers_with_one_origin_request_per_object(origin, 
         stop_all(*edges)
 
 
-def _admitted_at(viewer) -> float | None:
-    """When the viewer was let in: its first answer that was not a waiting room."""
-    return next((r.started for r in viewer.requests if 200 <= r.status < 300), None)
-
-
 def test_400_arrivals_on_two_edges_sharing_redis_100_play_300_wait_and_get_in_in_order(
         origin, redis_server, tmp_path, monkeypatch):
     monkeypatch.setenv("LAUNCHKIT_ADMISSION_SECRET", "flash-crowd-test-secret-0123456789abcdef")
@@ -143,11 +138,11 @@ def test_400_arrivals_on_two_edges_sharing_redis_100_play_300_wait_and_get_in_in
     first_places = sorted(v.positions[0] for v in queued)
     assert first_places == list(range(1, 301)), first_places[:10]
     # Capacity appears (an edge with room for 100 joins): exactly the head of the line gets in, and plays.
-    let_in = [v for v in queued if _admitted_at(v) is not None]
+    let_in = [v for v in queued if v.admitted_at is not None]
     assert sorted(v.positions[0] for v in let_in) == list(range(1, 101))
     assert all(v.played_seconds > 0 for v in let_in)
     assert all(v.positions == sorted(v.positions, reverse=True) for v in queued)  # places only move forward
-    waited = [_admitted_at(v) - v.arrival for v in let_in]
+    waited = [v.admitted_at - v.arrival for v in let_in]
     print(f"\nflash crowd: 100 played at once; 100 let in after {min(waited):.1f}-{max(waited):.1f} s "
           f"when an edge joined; 200 still in line; errors {dict(errors)}")
 
