@@ -45,7 +45,9 @@ $(HLSJS): landing/package.json landing/package-lock.json
 # Only what is missing: the base image's Node.js (another vendor's build) must not be replaced.
 # ffmpeg: ffprobe checks the HLS and the CLI publishes RTMP/SRT in the tests. libsrt1.5-gnutls: the
 # origin's SRT listener binds this exact library through ctypes (stream/ingest/libsrt.py), so it is
-# named even though ffmpeg pulls it in. iproute2: WebRTC tests bring up loopback in a private namespace.
+# named even though ffmpeg pulls it in. iproute2: WebRTC tests run servers and viewers in network
+# namespaces joined by a veth pair (tests/support/netns.py). nftables: nft, the firewall that drops
+# every UDP packet of the viewer's namespace in the tests of viewers behind UDP-blocking networks.
 # redis-server: edges share the waiting room through a real Redis in the tests. nginx: the
 # reference the edge is benchmarked against. prometheus: promtool checks the alert rules and a real
 # Prometheus scrapes the servers in tests/k8s (kubectl, which renders the kustomize overlays, comes with
@@ -60,6 +62,7 @@ system-packages:
 	command -v chromium >/dev/null || packages="$$packages chromium"; \
 	command -v npm >/dev/null || packages="$$packages nodejs npm"; \
 	command -v ip >/dev/null || packages="$$packages iproute2"; \
+	command -v nft >/dev/null || packages="$$packages nftables"; \
 	command -v redis-server >/dev/null || packages="$$packages redis-server"; \
 	command -v nginx >/dev/null || packages="$$packages nginx"; \
 	command -v promtool >/dev/null || packages="$$packages prometheus"; \

@@ -1,4 +1,9 @@
-"""Debian's headless Chromium as Playwright drives it here (never a downloaded browser)."""
+"""Debian's headless Chromium as Playwright drives it here (never a downloaded browser).
+
+No flag here changes WebRTC: a viewer's Chromium hides its address behind an mDNS name and gathers
+only on its default route's interface, and so does this one. Tests that need WebRTC give it a real
+network to gather on (tests/support/netns.py), not flags.
+"""
 
 CHROMIUM = "/usr/bin/chromium"
 # No background traffic (this machine reaches no outside host), no QUIC, autoplay allowed.
@@ -6,6 +11,9 @@ CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--no-first-run", "--disable-sync", "--disable-quic", "--autoplay-policy=no-user-gesture-required",
 ]
+# A publisher's camera and microphone, granted without asking: a moving test pattern at ~20 fps
+# 640x360 and a beep. (Granting the camera also lifts the mDNS hiding, as for a real publisher.)
+FAKE_CAMERA_FLAGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 # What the landing page's player exposes on window.launchkit, read in one round trip.
 PLAYER_STATE = """() => {

@@ -1,8 +1,17 @@
-"""A local `launchkit demo` (or `origin`) process to measure or test against (loopback only,
-stopped by PID)."""
+"""A local `launchkit demo` (or `origin`) process to measure or test against, stopped by PID: on
+loopback, or inside a network namespace a test made (`namespace`: an `ip netns add` name) on the
+address it gave the server there.
+
+A server in a namespace runs under `ip netns exec NAME`, which execs it (the PID we hold is the
+server's) and gathers ICE on the address it serves (LAUNCHKIT_ICE_ADDRESSES = `host`): that is the
+only address it has there. This process stays where it is; to see whether the server is ready it
+opens its sockets from a thread that joined the namespace (`within_namespace`: setns(2) moves only
+the calling thread), so no probe process is spawned per poll.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import secrets
@@ -11,12 +20,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 _URL_LINE = re.compile(r"landing page\s+(http://\S+?)/\s")
+_CLONE_NEWNET = 0x40000000  # <sched.h>: setns(2) joins a network namespace
+T = TypeVar("T")
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -71,17 +86,16 @@ def start_demo(*args: str, **kwargs) -> LocalDemo:
 
 
 def start_launchkit(role: str, *args: str, env: dict[str, str] | None = None, log_dir: Path | None = None,
-                    ready_timeout: float = 20, wait_for_media: bool = True) -> LocalDemo:
-    """Start `launchkit ROLE` on a free loopback port; wait until it serves HTTP and, unless told
-    otherwise, until /readyz says media flows."""
+                    ready_timeout: float = 20, wait_for_media: bool = True, host: str = "127.0.0.1",
+                    namespace: str | None = None) -> LocalDemo:
+    """Start `launchkit ROLE` on a free port of `host` (in `namespace` when given); wait until it
+    serves HTTP and, unless told otherwise, until /readyz says media flows."""
     metrics_auth()  # the server shares the metrics token of whoever scrapes it from here
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix=f"launchkit-{role}-"))
     log_path = log_dir / f"{role}-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            launchkit_command(role, "--host", "127.0.0.1", "--port", "0", *args),
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-        )
+        process = server_process(launchkit_command(role, "--host", host, "--port", "0", *args), log,
+                                 host=host, namespace=namespace, env=env)
     deadline = time.monotonic() + ready_timeout
     url = None
     while time.monotonic() < deadline:
@@ -89,7 +103,7 @@ def start_launchkit(role: str, *args: str, env: dict[str, str] | None = None, lo
             raise RuntimeError(f"{role} exited with {process.returncode}:\n{log_path.read_text()}")
         if url is None and (match := _URL_LINE.search(log_path.read_text(errors="replace"))):
             url = match.group(1)
-        if url and (not wait_for_media or _ready(url)):
+        if url and (not wait_for_media or http_status(f"{url}/readyz", namespace) == 200):
             return LocalDemo(process, url, log_path)
         time.sleep(0.2)
     process.kill()
@@ -97,9 +111,51 @@ def start_launchkit(role: str, *args: str, env: dict[str, str] | None = None, lo
     raise RuntimeError(f"{role} not ready within {ready_timeout}s:\n{log_path.read_text()}")
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+def server_process(command: list[str], log: object, *, host: str, namespace: str | None,
+                   env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Popen a server listening on `host`, its output to `log`; in `namespace` it runs under
+    `ip netns exec` and gathers ICE on `host` (its address there) unless `env` says otherwise."""
+    environment = {**os.environ, **({"LAUNCHKIT_ICE_ADDRESSES": host} if namespace else {}), **(env or {})}
+    prefix = ["ip", "netns", "exec", namespace] if namespace else []
+    return subprocess.Popen([*prefix, *command], stdout=log, stderr=subprocess.STDOUT, env=environment)
+
+
+def http_status(url: str, namespace: str | None = None, timeout: float = 2) -> int | None:
+    """The status of GET `url` (from inside `namespace` when given), None when nothing answers."""
+
+    def get() -> int | None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            return None
+
+    return within_namespace(namespace, get)
+
+
+def within_namespace(namespace: str | None, call: Callable[[], T]) -> T:
+    """`call()` with the sockets it opens in network namespace `namespace` (None: here). It runs in
+    a thread of its own that joins the namespace and then ends, so no other thread moves."""
+    if namespace is None:
+        return call()
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            with open(f"/run/netns/{namespace}") as handle:
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.setns(handle.fileno(), _CLONE_NEWNET) != 0:
+                    error = ctypes.get_errno()
+                    raise OSError(error, f"setns into network namespace {namespace}: {os.strerror(error)}")
+            outcome["value"] = call()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name=f"netns:{namespace}")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]

@@ -20,11 +20,11 @@ from loadtests.target import free_port, start_demo
 ARTIFACTS = Path(__file__).parent / "artifacts"
 REDIS_SERVER = "/usr/bin/redis-server"
 
-# Network rule: WebRTC may only gather and reach loopback. Every server a test starts inherits
-# these: it gathers 127.0.0.1 only, and offers no WebRTC to viewers, so browsers in this machine's
-# network namespace play HLS (Chromium would otherwise gather its own interfaces and announce mDNS
-# names). The WebRTC tests run in private network namespaces and turn WHEP (and its rendition) on explicitly
-# (tests/stream/webrtc/whep_scenario.py).
+# Network rule: outside the network namespaces a test builds, WebRTC may only gather and reach
+# loopback. Every server a test starts inherits these: it gathers 127.0.0.1 only and offers no
+# WebRTC to viewers, so browsers in this machine's namespace play LL-HLS. The WebRTC tests build
+# their own topology (tests/support/netns.py: a server and a viewer namespace joined by a veth
+# pair) and turn WHEP (and its rendition) on there explicitly.
 os.environ["LAUNCHKIT_ICE_ADDRESSES"] = "127.0.0.1"
 os.environ["LAUNCHKIT_MAX_WEBRTC_VIEWERS"] = "0"
 os.environ["LAUNCHKIT_WEBRTC"] = "off"  # nor encode the WebRTC rendition: its CPU would slow every other test

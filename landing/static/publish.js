@@ -53,6 +53,11 @@
     const codec = form.elements.codec.value;
     Object.assign(state, { codec: null, framesSent: 0, resource: null, errors: [] });
     try {
+      // Browsers give the camera only to secure pages (HTTPS, or localhost): over plain HTTP from
+      // another machine navigator.mediaDevices does not even exist.
+      if (!window.isSecureContext || !navigator.mediaDevices) {
+        throw new Error("the camera needs a secure page: open this console over https:// (or on localhost)");
+      }
       show("starting", "Opening the camera and microphone…");
       stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
       signal.throwIfAborted();

@@ -21,7 +21,7 @@ KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 OVERLAYS = {"dev": ("launchkit-dev", "launch-dev"), "production": ("launchkit", "launch")}
 LADDER = ("--ladder", "360p:640x360:500,180p:320x180:200", "--fps", "15")
 # The WebRTC rendition is encoded (its metrics are exported) but nobody may watch it over WHEP here
-# (tests/conftest.py: no WebRTC viewers outside private network namespaces).
+# (tests/conftest.py: no WebRTC viewers outside the network namespaces a test builds).
 WEBRTC = ("--webrtc", "320x180:200")
 OPS_TOKEN = "k8s-stack-ops-token-0123456789"
 

@@ -1,21 +1,25 @@
 """Item 11 of the hardening issue, WHEP part: offers that never connect cannot keep viewers out.
-Run in a private network namespace (whep_scenario.py `whep-squatters`): a demo with 20 WebRTC
-places gets 100 well-formed offers from 25 loopback addresses whose only ICE candidate swallows
-every check; a few seconds later a real (aiortc) viewer asks for a place."""
+In the real topology (tests/support/netns.py; whep_scenario.py `whep-squatters` in the viewer's
+namespace): a demo with 20 WebRTC places gets 100 well-formed offers from 25 of the viewer
+namespace's addresses whose only ICE candidate swallows every check; a few seconds later a real
+(aiortc) viewer asks for a place from an address of its own."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.security.conftest import assert_no_traceback
-from tests.stream.webrtc.scenario import run_in_private_network
-from tests.stream.webrtc.whep_scenario import MODULE
+from tests.stream.webrtc.whep_scenario import MODULE, ORIGIN
+from tests.support.netns import two_namespaces
 
 pytestmark = pytest.mark.security
 
 
 def test_offers_that_never_connect_hold_a_bounded_share_and_a_real_viewer_still_plays():
-    result = run_in_private_network("whep-squatters", "100", "25", timeout=120, module=MODULE)
+    with two_namespaces(viewer_addresses=26) as net:
+        origin = net.start_demo(*ORIGIN, "--max-webrtc-viewers", "20")
+        result = net.run_scenario(MODULE, "whep-squatters", origin.url, "100", "25", timeout=120)
+        log = origin.log()
     statuses, after, viewer = result["statuses"], result["after_flood"], result["viewer"]
     print(f"\nsquatters: {statuses.count(201)} offers answered 201, {statuses.count(503)} refused 503; "
           f"after the flood {after['viewers']} sessions, headroom {after['headroom']}/{after['max_viewers']}; "
@@ -26,4 +30,4 @@ def test_offers_that_never_connect_hold_a_bounded_share_and_a_real_viewer_still_
     # ...and the old code kept them 15 s (the connect timeout): the viewer got a 503.
     assert viewer["status"] == 201 and viewer["error"] is None and viewer["frames"] >= 30, viewer
     assert result["pending_refusals"] >= 1 and result["viewer_after"] < 15
-    assert_no_traceback(result["log"])
+    assert_no_traceback(log)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -17,7 +15,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from loadtests.target import LocalDemo
+from loadtests.target import LocalDemo, http_status, server_process
 
 # --- a scriptable origin ----------------------------------------------------------------------
 
@@ -114,16 +112,18 @@ _URL_LINE = re.compile(r"landing page\s+(http://\S+?)/\s")
 
 
 def start_edge(origin: str, log_dir: Path, *, wait_ready: bool = True, ready_timeout: float = 20,
-               **settings: object) -> LocalDemo:
-    """A real edge process (`run_edge` as `launchkit edge` will call it) on a free loopback port,
-    stopped by PID. Waits for its announcement and, unless told otherwise, for /readyz 200."""
+               namespace: str | None = None, **settings: object) -> LocalDemo:
+    """A real edge process (`run_edge` as `launchkit edge` will call it) on a free port of `host`
+    (loopback unless given; in `namespace`, an `ip netns add` name, when given: see
+    loadtests/target.py `server_process`), stopped by PID. Waits for its announcement and, unless
+    told otherwise, for /readyz 200."""
     # No WebRTC viewers unless a test asks: see tests/conftest.py (network rule).
     values = {"origin": origin, "host": "127.0.0.1", "port": 0, "drain_seconds": 0.5, "max_webrtc_viewers": 0,
               **settings}
     log_path = log_dir / f"edge-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-c", _EDGE_MAIN, json.dumps(values)],
-                                   stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        process = server_process([sys.executable, "-c", _EDGE_MAIN, json.dumps(values)], log,
+                                 host=str(values["host"]), namespace=namespace)
     deadline = time.monotonic() + ready_timeout
     url = None
     while time.monotonic() < deadline:
@@ -131,7 +131,7 @@ def start_edge(origin: str, log_dir: Path, *, wait_ready: bool = True, ready_tim
             raise RuntimeError(f"edge exited with {process.returncode}:\n{log_path.read_text()}")
         if url is None and (match := _URL_LINE.search(log_path.read_text(errors="replace"))):
             url = match.group(1)
-        if url and (not wait_ready or http_status(f"{url}/readyz") == 200):
+        if url and (not wait_ready or http_status(f"{url}/readyz", namespace) == 200):
             return LocalDemo(process, url, log_path)
         time.sleep(0.1)
     process.kill()
@@ -149,19 +149,6 @@ def stop_all(*running: LocalDemo | None) -> None:
         except Exception:
             item.process.kill()
             item.process.wait()
-
-
-def http_status(url: str, timeout: float = 2) -> int | None:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return None
 
 
 # --- the origin's view: requests per object per edge, from its access log -------------------

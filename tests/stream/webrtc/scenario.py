@@ -1,13 +1,19 @@
-"""WebRTC scenarios that must run where 127.0.0.1 is the only address: in a private network
-namespace, so neither side can gather, advertise or reach anything else.
+"""WebRTC scenarios, each in a process of its own inside network namespaces the test made.
 
-Tests call `run_in_private_network(name, *args)`: it re-executes this module under
-`unshare --net` with loopback up, and returns the scenario's JSON result (the last stdout line).
-A scenario is an async function registered in SCENARIOS; its log goes to stderr, which the runner
-shows when the scenario fails. Add WHEP playback scenarios the same way.
+A scenario is an async function registered in SCENARIOS; it prints its JSON result last and logs to
+stderr, which the runner shows when it fails (`main`). Two places to run one:
+
+* The real topology (tests/support/netns.py): `topology.run_scenario(module, name, *args,
+  side=...)`. The browser publishers here host the WHIP endpoint (or the whole origin) in the
+  scenario's process, so they run in the server's namespace, on the server's address, and drive
+  Chromium in the viewer's namespace (`topology.chromium`): a camera page on a laptop publishing to
+  a server across a network, with no WebRTC-changing flag (the fake camera only).
+* `run_in_private_network(name, *args)`: a fresh namespace with only loopback (`unshare --net`),
+  for publishers that are not browsers (FFmpeg's WHIP muxer, aiortc): for them 127.0.0.1 is a
+  network like any other, and nothing can gather, advertise or reach anything else.
 
     unshare --net sh -c 'ip link set lo up && exec .venv/bin/python -m tests.stream.webrtc.scenario \\
-        whip-browser video/H264 video/VP8@cross-origin'   # as root
+        ffmpeg-whip seconds=2'   # as root
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import logging
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -33,53 +40,40 @@ import jinja2
 import pytest
 from aiohttp import web
 from av.video.frame import PictureType
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 from landing.app import STATIC_DIR
 from launchkit.app import SERVICES, create_app
 from launchkit.auth import FailedCredentials, Tokens
 from launchkit.config import Config
-from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS
+from loadtests.browser import CHROMIUM_FLAGS, FAKE_CAMERA_FLAGS
 from stream.ladder import Rendition
 from stream.program import Program, ProgramInput
 from stream.webrtc.ice import IceSettings
 from stream.webrtc.whip import WhipEndpoint
+from tests.stream.webrtc.coturn import self_signed_certificate
+from tests.support.netns import Topology, run_scenario_command
 
 log = logging.getLogger("scenario")
 
 ROOT = Path(__file__).parents[3]
 TOKEN = "browser-publish-token-0123456789"
 LOOPBACK = IceSettings(addresses=("127.0.0.1",), servers=())
-# Chromium's fake camera: a moving test pattern at ~20 fps 640x360, plus a beeping microphone.
-PUBLISHER_FLAGS = [*CHROMIUM_FLAGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                   "--allow-loopback-in-peer-connection"]
+PUBLISHER_FLAGS = [*CHROMIUM_FLAGS, *FAKE_CAMERA_FLAGS]
 WIDTH, HEIGHT, FPS = 320, 180, 15
 
 
 def run_in_private_network(scenario: str, *args: str, timeout: float = 60.0,
                            module: str = "tests.stream.webrtc.scenario") -> dict[str, Any]:
-    """Run `scenario` of `module` (its SCENARIOS) in a fresh network namespace (root, `unshare`,
-    `ip` needed) and return its result."""
+    """Run `scenario` of `module` (its SCENARIOS) in a fresh network namespace with only loopback
+    (root, `unshare`, `ip` needed) and return its result. Not for browsers: see the docstring."""
     missing = [tool for tool in ("unshare", "ip") if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"{', '.join(missing)} not found: WebRTC tests run in a private network namespace "
                     "(Debian packages util-linux and iproute2, run as root)", pytrace=False)
     command = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" -m "$@"',
                sys.executable, module, scenario, *args]
-    try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as expired:
-        pytest.fail(f"scenario {scenario} took over {timeout:g} s; its log:\n{_text(expired.stderr)[-4000:]}",
-                    pytrace=False)
-    if done.returncode != 0 or not done.stdout.strip():
-        hint = " (unshare needs root or CAP_SYS_ADMIN)" if "unshare" in done.stderr else ""
-        pytest.fail(f"scenario {scenario} failed with exit code {done.returncode}{hint}; its log:\n"
-                    f"{done.stderr[-4000:]}", pytrace=False)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _text(output: str | bytes | None) -> str:
-    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+    return run_scenario_command(command, scenario, timeout=timeout)
 
 
 # Scenarios (run inside the namespace) -----------------------------------------------------------
@@ -91,16 +85,41 @@ def _blank(_wallclock: float) -> av.VideoFrame:
     return frame
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, list[str]]:
-    """The app on two ports: two origins, so a page on one can publish cross-origin to the other."""
+async def _serve(app: web.Application, host: str, tls: ssl.SSLContext | None = None
+                 ) -> tuple[web.AppRunner, list[str]]:
+    """The app on two ports of `host` (HTTPS with `tls`): two origins, so a page on one can publish
+    cross-origin to the other."""
     runner = web.AppRunner(app)
     await runner.setup()
     for _ in range(2):
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner, [f"http://127.0.0.1:{port}" for _, port in runner.addresses]
+        await web.TCPSite(runner, host, 0, ssl_context=tls).start()
+    scheme = "https" if tls else "http"
+    return runner, [f"{scheme}://{host}:{port}" for _, port in runner.addresses]
 
 
-def _publish_app(endpoint: WhipEndpoint) -> web.Application:
+def _server_ice(topology: Topology) -> IceSettings:
+    """The server side gathers on the server's address only, no STUN server."""
+    return IceSettings(addresses=(topology.server_ip,), servers=())
+
+
+def _console_tls(topology: Topology) -> ssl.SSLContext:
+    """HTTPS for the pages that publish, as an operator's console is served: a camera is only
+    offered to a secure context, and an address other than localhost over plain HTTP is not one.
+    The certificate is self-signed for the server's address; the publisher's browser context
+    accepts it (`ignore_https_errors`) as it would a CA-signed one."""
+    certificate, key = self_signed_certificate(topology.directory, topology.server_ip)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    return context
+
+
+def _publish_app(endpoint: WhipEndpoint, publishers: list[str]) -> web.Application:
+    """publish.html and the WHIP routes; `publishers` gets the address each offer came from."""
+
+    async def post(request: web.Request) -> web.StreamResponse:
+        publishers.append(request.remote or "")
+        return await endpoint.post(request)
+
     app = web.Application(client_max_size=64 * 1024)
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("landing", "templates"),
                          autoescape=jinja2.select_autoescape(default=True))
@@ -112,7 +131,7 @@ def _publish_app(endpoint: WhipEndpoint) -> web.Application:
     app.add_routes([
         web.get("/publish", publish_page),
         web.static("/static", STATIC_DIR),
-        web.post("/whip", endpoint.post),
+        web.post("/whip", post),
         web.options("/whip", endpoint.options),
         web.delete("/whip/{session}", endpoint.delete),
         web.patch("/whip/{session}", endpoint.patch),
@@ -180,17 +199,24 @@ def _input_summary(program_input: ProgramInput) -> dict[str, Any]:
 
 
 async def whip_browser(*runs: str) -> dict[str, Any]:
-    """Chromium publishes its fake camera from publish.html, then stops, once per run: `CODEC`
-    (e.g. video/VP8) publishes to the page's own origin, `CODEC@cross-origin` to the other one."""
+    """Chromium (in the viewer's namespace) publishes its fake camera from publish.html served here
+    (the server's namespace), then stops, once per run: `CODEC` (e.g. video/VP8) publishes to the
+    page's own origin, `CODEC@cross-origin` to the other one."""
+    topology = Topology.from_env()
     program = Program(WIDTH, HEIGHT, FPS, lambda _frame: None, _blank)
     program.start()
-    endpoint = WhipEndpoint(program, Tokens(TOKEN, "ops-token-0123456789abcdef"), LOOPBACK, FailedCredentials())
-    runner, (url, other_origin) = await _serve(_publish_app(endpoint))
+    endpoint = WhipEndpoint(program, Tokens(TOKEN, "ops-token-0123456789abcdef"), _server_ice(topology),
+                            FailedCredentials())
+    publishers: list[str] = []
+    runner, (url, other_origin) = await _serve(_publish_app(endpoint, publishers), topology.server_ip,
+                                               _console_tls(topology))
+    plain, (plain_url, _) = await _serve(_publish_app(endpoint, publishers), topology.server_ip)
     console: list[str] = []
     try:
         async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=PUBLISHER_FLAGS)
-            page = await browser.new_page()
+            browser = await playwright.chromium.launch(executable_path=topology.chromium, args=PUBLISHER_FLAGS)
+            insecure = await _publish_over_plain_http(browser, plain_url)
+            page = await browser.new_page(ignore_https_errors=True)
             page.on("console", lambda message: message.type == "error" and console.append(message.text))
             await page.goto(f"{url}/publish")
             results = {}
@@ -202,39 +228,56 @@ async def whip_browser(*runs: str) -> dict[str, Any]:
     finally:
         await endpoint.close()
         await runner.cleanup()
+        await plain.cleanup()
         program.stop(1.0)
-    return {"interfaces": [name for _, name in socket.if_nameindex()], "runs": results, "console_errors": console}
+    return {"interfaces": [name for _, name in socket.if_nameindex()], "runs": results, "console_errors": console,
+            "publishers": sorted(set(publishers)), "insecure": insecure}
+
+
+async def _publish_over_plain_http(browser: Browser, url: str) -> dict[str, Any]:
+    """The publish page over plain HTTP from another machine (no camera for insecure pages): what
+    the operator is told when pressing Start."""
+    page = await browser.new_page()
+    await page.goto(f"{url}/publish")
+    await page.click("#start")
+    await _until(lambda: _page_state_is(page, "failed"), 5, "the insecure page did not fail")
+    state = await _publisher_state(page)
+    await page.close()
+    return state
 
 
 async def origin_whip(*codecs: str) -> dict[str, Any]:
-    """The whole origin: the operator signs in to /ops, publishes from /ops/publish with each codec,
-    and a viewer's landing page plays the result (HLS) while ffprobe decodes it."""
+    """The whole origin (here, in the server's namespace): the operator signs in to /ops, publishes
+    from /ops/publish with each codec, and a viewer's landing page plays the result (LL-HLS) while
+    ffprobe decodes it; both pages in Chromium, in the viewer's namespace."""
+    topology = Topology.from_env()
     data_dir = Path(tempfile.mkdtemp(prefix="launchkit-origin-"))
     config = Config.for_role("origin", {
         "port": 0, "ladder": (Rendition("180p", 320, 180, 300_000),), "fps": FPS, "segment_duration": 1.0,
         "rtmp_port": None, "srt_port": None, "data_dir": data_dir, "title": "WHIP origin",
     })
     tokens = Tokens(TOKEN, "ops-token-0123456789abcdef")
-    app = create_app(config, tokens, LOOPBACK)
-    runner, (url, _) = await _serve(app)
+    app = create_app(config, tokens, _server_ice(topology))
+    runner, (url, _) = await _serve(app, topology.server_ip, _console_tls(topology))
     program = app[SERVICES].pipeline.program
     await app[SERVICES].events.apply("live")
     results: dict[str, Any] = {}
     try:
         async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=PUBLISHER_FLAGS)
-            operator = await browser.new_page()
+            browser = await playwright.chromium.launch(executable_path=topology.chromium, args=PUBLISHER_FLAGS)
+            operator = await browser.new_page(ignore_https_errors=True)
             await operator.goto(f"{url}/ops")
             await operator.fill("#token", tokens.ops)
             await operator.click("button[type=submit]")
             await operator.goto(f"{url}/ops/publish")
-            viewer = await browser.new_page()
+            viewer = await browser.new_page(ignore_https_errors=True)
             for codec in codecs:
                 await operator.check(f"input[name=codec][value='{codec}']")
                 await operator.click("#start")
                 await _until(lambda: program.on_air == "primary", 15, f"{codec}: the browser was not on air")
                 (program_input,) = program.inputs()
-                await viewer.goto(f"{url}/")
+                # LL-HLS only: across the veth the page would switch to WebRTC (tests/stream/webrtc/test_whep.py).
+                await viewer.goto(f"{url}/?protocol=hls")
                 await viewer.wait_for_function("() => document.getElementById('player').currentTime > 2",
                                                timeout=20_000)
                 probe = await asyncio.to_thread(
@@ -245,6 +288,7 @@ async def origin_whip(*codecs: str) -> dict[str, Any]:
                 results[codec] = {
                     "input": _input_summary(program_input),
                     "viewer_errors": await viewer.evaluate("() => window.launchkit.errors"),
+                    "viewer_engine": await viewer.evaluate("() => window.launchkit.engine"),
                     "viewer_time": await viewer.evaluate("() => document.getElementById('player').currentTime"),
                     "ffprobe": {"returncode": probe.returncode, "stderr": probe.stderr,
                                 "codecs": sorted(s["codec_name"] for s in json.loads(probe.stdout or "{}").get("streams", []))},
@@ -449,7 +493,7 @@ async def ffmpeg_whip(*settings: str) -> dict[str, Any]:
     program.start()
     endpoint = WhipEndpoint(program, Tokens(TOKEN, "ops-token-0123456789abcdef"), LOOPBACK, FailedCredentials())
     exchanges: list[dict[str, Any]] = []
-    runner, (url, _) = await _serve(_whip_app(endpoint, exchanges))
+    runner, (url, _) = await _serve(_whip_app(endpoint, exchanges), "127.0.0.1")
     result: dict[str, Any] = {"interfaces": [name for _, name in socket.if_nameindex()], "settings": settings,
                               "errors": []}
     # The child inherits this network namespace: 127.0.0.1 is all it can reach too.
