@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from loadtests.target import within_namespace
+
 REALM = "launchkit.test"
 PORT = 3478
 TLS_PORT = 5349
@@ -70,9 +72,10 @@ def self_signed_certificate(directory: Path, address: str) -> tuple[Path, Path]:
 
 def start_coturn(address: str, secret: str, directory: Path, *, port: int = PORT,
                  tls: tuple[Path, Path] | None = None, tls_port: int = TLS_PORT,
-                 relay_ports: tuple[int, int] = RELAY_PORTS) -> Coturn:
+                 relay_ports: tuple[int, int] = RELAY_PORTS, namespace: str | None = None) -> Coturn:
     """coturn listening on `address` (UDP and TCP on `port`; TLS on `tls_port` with `tls` = (cert,
-    key)), relaying from `address`, ready to allocate when this returns."""
+    key)), relaying from `address`, ready to allocate when this returns; in network namespace
+    `namespace` (an `ip netns add` name, e.g. the server's of tests/support/netns.py) when given."""
     binary = shutil.which("turnserver")
     if binary is None:
         pytest.fail("turnserver not found: TURN tests run a real coturn (Debian package coturn; "
@@ -94,14 +97,15 @@ def start_coturn(address: str, secret: str, directory: Path, *, port: int = PORT
     config.write_text("\n".join(lines) + "\n")
     log_path = directory / "turnserver.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT,
+        prefix = ["ip", "netns", "exec", namespace] if namespace else []
+        process = subprocess.Popen([*prefix, binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
     coturn = Coturn(process, address, port, tls_port if tls else None, log_path)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"turnserver exited with {process.returncode}:\n{coturn.log()[-3000:]}", pytrace=False)
-        if _accepts(address, port) and (not tls or _accepts(address, tls_port)):
+        if within_namespace(namespace, lambda: _accepts(address, port) and (not tls or _accepts(address, tls_port))):
             return coturn
         time.sleep(0.05)
     coturn.stop()

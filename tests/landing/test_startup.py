@@ -1,0 +1,73 @@
+"""Time to first picture on the networks viewers are on (#13), in the real topology
+(tests/support/netns.py): 20 first visits of the landing page per case, by Chromium as a viewer runs
+it (no WebRTC-changing flag), from the viewer's namespace; the page plays LL-HLS at once and
+switches to WebRTC when its first frame is decoded.
+
+- UDP open: the first picture within a second (p95), and WebRTC on screen 3 s after navigation
+  in at least 95 % of loads.
+- UDP dropped (a firewall drops every UDP packet of the viewer's network), coturn beside the
+  server: LL-HLS first, then WebRTC relayed over TURN/TCP.
+- UDP dropped, no TURN: LL-HLS, with no wait for the WebRTC attempt that cannot succeed.
+
+The same cases, watched to 5 s, are the startup benchmark (loadtests/bench/startup.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from stream.webrtc.turn import SECRET_ENV
+from tests.stream.webrtc.coturn import start_coturn
+from tests.stream.webrtc.whep_scenario import ORIGIN
+from tests.support.netns import Topology, dropped_udp_packets, two_namespaces
+
+pytestmark = pytest.mark.browser
+LOADS = 20
+FIRST_PICTURE_P95 = 1.0  # seconds from navigation
+
+
+def first_visits(net: Topology, url: str, watch: float) -> dict:
+    result = net.run_scenario("loadtests.startup", url, "--loads", str(LOADS), "--watch", str(watch),
+                              timeout=LOADS * (watch + 16) + 30)
+    print(f"\n{url}: first picture p50 {result['first_frame_p50']} s, p95 {result['first_frame_p95']} s, "
+          f"max {result['first_frame_max']} s over {result['pictures']}/{result['loads']} loads; WebRTC on "
+          f"screen at {result['webrtc_at']}, LL-HLS at {result['hls_at']}; relayed {result['relayed']} "
+          f"{result['relay_protocols']}; WebRTC outcomes {result['outcomes']}")
+    assert result["pictures"] == LOADS and result["errors"] == 0, result
+    assert result["first_frame_p95"] <= FIRST_PICTURE_P95, result
+    return result
+
+
+def test_udp_open_first_picture_within_a_second_and_webrtc_by_3_s():
+    with two_namespaces() as net:
+        demo = net.start_demo(*ORIGIN)
+        result = first_visits(net, demo.url + "/", watch=3)
+    assert result["webrtc_at"]["3s"] >= 0.95, result
+    assert result["relayed"] == 0, "UDP is open: no relay should be needed"
+
+
+def test_udp_dropped_with_turn_plays_ll_hls_first_then_webrtc_relayed_over_tcp():
+    with two_namespaces(udp_dropped=True) as net:
+        secret = secrets.token_hex(16)
+        coturn = start_coturn(net.server_ip, secret, net.directory, namespace=net.server)
+        try:
+            demo = net.start_demo(*ORIGIN, "--turn-urls", coturn.urls()[0], env={SECRET_ENV: secret})
+            result = first_visits(net, demo.url + "/", watch=3)
+            dropped = dropped_udp_packets(net)
+        finally:
+            coturn.stop()
+    assert result["hls_at"]["1s"] + result["webrtc_at"]["1s"] == 1.0, result
+    assert result["webrtc_at"]["3s"] >= 0.95 and result["relayed"] >= 0.95 * LOADS, result
+    assert result["relay_protocols"] == ["tcp"], result
+    assert dropped["egress"] > 0, "the firewall saw no UDP: the case did not test a UDP-blocked network"
+
+
+def test_udp_dropped_without_turn_plays_ll_hls_at_once():
+    with two_namespaces(udp_dropped=True) as net:
+        demo = net.start_demo(*ORIGIN)
+        result = first_visits(net, demo.url + "/", watch=2)
+        dropped = dropped_udp_packets(net)
+    assert result["hls_at"]["2s"] == 1.0, result
+    assert dropped["egress"] > 0, "the firewall saw no UDP: the case did not test a UDP-blocked network"
