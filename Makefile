@@ -55,6 +55,11 @@ $(HLSJS): landing/package.json landing/package-lock.json
 # page benchmark's load generator. coturn: turnserver, the real TURN server WebRTC viewers relay through
 # in the TURN tests (as beside the edges, k8s/base/coturn.yaml); the tests start their own in a private
 # network namespace, not the system service the package may enable (`systemctl disable --now coturn`).
+# GStreamer (webrtcbin, x264enc, libnice) and its Python bindings: a WHIP publisher of another stack
+# (tests/stream/webrtc/gstreamer_whip.py; Debian 12's simple-whip-client aborts on a libsoup 2/3 clash).
+GSTREAMER_PACKAGES := python3-gst-1.0 gir1.2-gst-plugins-bad-1.0 gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-nice
+
 system-packages:
 	@packages=""; \
 	command -v ffprobe >/dev/null || packages="$$packages ffmpeg"; \
@@ -68,6 +73,9 @@ system-packages:
 	command -v promtool >/dev/null || packages="$$packages prometheus"; \
 	command -v ab >/dev/null || packages="$$packages apache2-utils"; \
 	command -v turnserver >/dev/null || packages="$$packages coturn"; \
+	for package in $(GSTREAMER_PACKAGES); do \
+		dpkg -s $$package >/dev/null 2>&1 || packages="$$packages $$package"; \
+	done; \
 	if [ -n "$$packages" ]; then \
 		echo "installing Debian packages:$$packages"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$packages; \

@@ -150,7 +150,8 @@ async def fill_the_waiting_room(edge: str) -> None:
 async def player_and_wall_traffic(origin: str, edge: str) -> None:
     """QoE beacons as players send them (to the edge and the origin), and one wall question asked,
     approved with the ops token and delivered to an open SSE client: the QoE and wall rows get data."""
-    beacon = {"protocol": "llhls", "startup": 1.2, "played": 10, "stalls": 1, "rebuffer": 0.4, "errors": {}}
+    beacon = {"protocol": "llhls", "startup": 1.2, "played": 10, "stalls": 1, "rebuffer": 0.4, "errors": {},
+              "webrtc": {"failed": 1}}
     async with aiohttp.ClientSession() as session:
         for server in (edge, origin, edge):
             async with session.post(f"{server}/api/qoe", json=beacon) as response:
