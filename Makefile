@@ -1,8 +1,6 @@
 # The two commands of the README:
 #   make demo   set up (Python venv, hls.js from npm) and run `launchkit demo`
 #   make test   set up everything the tests need (apt, pip, npm) and run the whole suite
-#   make screenshots   refresh the README's landing page screenshots (docs/screenshots/); tests
-#               themselves write only under tests/artifacts/
 # Setup steps are idempotent: stamps under .venv/ skip what is already done.
 
 PYTHON ?= python3
@@ -12,7 +10,7 @@ HLSJS := landing/static/vendor/hls.min.js
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: demo test screenshots setup setup-test system-packages bench clean
+.PHONY: demo test setup setup-test system-packages bench clean
 
 demo: setup
 	$(BIN)/launchkit demo --host $(HOST) --port $(PORT)
@@ -20,9 +18,6 @@ demo: setup
 test: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-screenshots: setup-test
-	SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest -m browser tests/landing/test_page.py
 
 setup: $(VENV)/.installed $(HLSJS)
 

@@ -19,7 +19,7 @@ from typing import Callable, Literal
 
 import av
 
-from stream import telemetry
+from launchkit import metrics
 from stream.source import CapturedFrame, FrameSink
 from stream.worker import Worker
 
@@ -78,10 +78,6 @@ class ProgramInput:
         self.closed = False
         # Set by ingests that can ask their publisher for a keyframe (WHIP: PLI).
         self.request_keyframe: Callable[[], None] | None = None
-        # Looked up once: frames and bytes are counted as they arrive.
-        self._frames_counted = telemetry.counter("ingest_frames", role)
-        self._bytes_counted = telemetry.counter("ingest_bytes", role)
-        self._drops_counted = telemetry.counter("ingest_frames_dropped", role)
 
     @property
     def role(self) -> Role:
@@ -95,7 +91,7 @@ class ProgramInput:
             self._recent_frames.append(now)
             stats = self.stats
             stats.frames += 1
-            self._frames_counted.inc()
+            metrics.INGEST_FRAMES.labels(self.role).inc()
             stats.width, stats.height = frame.width, frame.height
             stats.last_frame_at = time.time()
             if frame.key_frame:
@@ -116,7 +112,7 @@ class ProgramInput:
     def count_bytes(self, count: int) -> None:
         with self._lock:
             self.stats.bytes += count
-        self._bytes_counted.inc(count)
+        metrics.INGEST_BYTES.labels(self.role).inc(count)
 
     def set_codecs(self, video: str | None = None, audio: str | None = None) -> None:
         with self._lock:
@@ -144,7 +140,7 @@ class ProgramInput:
             while len(self._video_queue) > VIDEO_JITTER_FRAMES:
                 self._video_queue.popleft()
                 self.stats.frames_dropped += 1
-                self._drops_counted.inc()
+                metrics.INGEST_FRAMES_DROPPED.labels(self.role).inc()
             if self._video_queue:
                 self._video = self._video_queue.popleft()
             audio = self._audio.read(samples) if self._audio.samples >= samples else None
@@ -172,9 +168,9 @@ class Program(Worker):
         self.on_air_changed_at = time.time()
         self.on_switch: Callable[[str, str], None] | None = None
         for role in ROLES:
-            telemetry.gauge("ingest_connected", role).set_function(lambda role=role: float(self._slot(role) is not None))
-            telemetry.gauge("ingest_fps", role).set_function(lambda role=role: self._slot_value(role, ProgramInput.fps))
-            telemetry.gauge("ingest_keyframe_interval", role).set_function(
+            metrics.INGEST_CONNECTED.labels(role).set_function(lambda role=role: float(self._slot(role) is not None))
+            metrics.INGEST_FPS.labels(role).set_function(lambda role=role: self._slot_value(role, ProgramInput.fps))
+            metrics.INGEST_KEYFRAME_INTERVAL.labels(role).set_function(
                 lambda role=role: self._slot_value(role, lambda i: i.stats.keyframe_interval or 0.0)
             )
         self._publish_on_air()
@@ -190,7 +186,7 @@ class Program(Worker):
             program_input = ProgramInput(self, role, protocol, remote)
             self._slots[role] = program_input
         log.info("%s publisher connected over %s from %s", role, protocol, remote)
-        telemetry.counter("ingest_connections", protocol, role).inc()
+        metrics.INGEST_CONNECTIONS.labels(protocol, role).inc()
         return program_input
 
     def _slot(self, role: Role) -> ProgramInput | None:
@@ -246,14 +242,14 @@ class Program(Worker):
             log.info("on air: %s (was %s)", source, previous)
             self._publish_on_air()
             if source == "slate":
-                telemetry.counter("slate_switches").inc()
+                metrics.SLATE_SWITCHES.inc()
             if self.on_switch:
                 self.on_switch(previous, source)
 
 
     def _publish_on_air(self) -> None:
         for source in (*ROLES, "slate"):
-            telemetry.gauge("program_on_air", source).set(1.0 if source == self.on_air else 0.0)
+            metrics.PROGRAM_ON_AIR.labels(source).set(1.0 if source == self.on_air else 0.0)
 
 
 def _silence(samples: int) -> av.AudioFrame:

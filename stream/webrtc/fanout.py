@@ -31,7 +31,7 @@ from aiortc import RTCRtpSender
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from stream import telemetry
+from launchkit import metrics
 from stream.bus import PacketBus, Subscription
 from stream.packet import EncodedPacket
 
@@ -100,10 +100,8 @@ class Viewer:
         self._fanout = fanout
         self._queues: dict[str, deque[RtpFrame]] = {"video": deque(), "audio": deque()}
         self._ready = {"video": asyncio.Event(), "audio": asyncio.Event()}
-        # Handle lookups are a dict search each: done once per viewer, not once per frame.
-        self._frames_sent = {kind: telemetry.counter("webrtc_frames_sent", kind) for kind in self._queues}
-        self._bytes_sent = telemetry.counter("webrtc_bytes_sent")
-        self._frames_dropped = telemetry.counter("webrtc_frames_dropped")
+        # Label lookups are a dict search each: done once per viewer, not once per frame.
+        self._frames_sent = {kind: metrics.WEBRTC_FRAMES_SENT.labels(kind) for kind in self._queues}
         self.waiting_for_keyframe = True
         self.started = False  # had a keyframe: frames skipped from now on are losses, not a late join
         self.closed = False
@@ -145,7 +143,7 @@ class Viewer:
 
     def _drop(self, frames: int) -> None:
         self.frames_dropped += frames
-        self._frames_dropped.inc(frames)
+        metrics.WEBRTC_FRAMES_DROPPED.inc(frames)
 
     async def next(self, kind: str) -> RtpFrame:
         queue, ready = self._queues[kind], self._ready[kind]
@@ -159,7 +157,7 @@ class Viewer:
             self.frames_sent += 1
         self.bytes_sent += frame.size
         self._frames_sent[kind].inc()
-        self._bytes_sent.inc(frame.size)
+        metrics.WEBRTC_BYTES_SENT.inc(frame.size)
         return frame
 
     def queued(self) -> int:
@@ -188,8 +186,6 @@ class Fanout:
         self._pending_request: asyncio.TimerHandle | None = None
         self.keyframes_asked = 0
         self.keyframes_requested = 0
-        self._viewers_gauge = telemetry.gauge("webrtc_viewers")
-        self._keyframes_requested = telemetry.counter("webrtc_keyframes_requested")
 
     def start(self) -> None:
         self._subscription = self._bus.subscribe(self.on_packet)
@@ -216,13 +212,13 @@ class Fanout:
     def join(self) -> Viewer:
         viewer = Viewer(self)
         self._viewers.add(viewer)
-        self._viewers_gauge.set(len(self._viewers))
+        metrics.WEBRTC_VIEWERS.set(len(self._viewers))
         self.request_keyframe("new viewer")
         return viewer
 
     def leave(self, viewer: Viewer) -> None:
         self._viewers.discard(viewer)
-        self._viewers_gauge.set(len(self._viewers))
+        metrics.WEBRTC_VIEWERS.set(len(self._viewers))
 
     def attach_sender(self, sender: RTCRtpSender) -> None:
         """Before the sender starts: our payloads instead of its encoder, our keyframe policy for its PLIs."""
@@ -234,7 +230,7 @@ class Fanout:
     def request_keyframe(self, reason: str) -> None:
         """Ask the encoder for a keyframe now, or at the end of the current interval (merged)."""
         self.keyframes_asked += 1
-        telemetry.counter("webrtc_keyframe_requests", reason).inc()
+        metrics.WEBRTC_KEYFRAME_REQUESTS.labels(reason).inc()
         if self._pending_request is not None:
             return
         wait = self._last_keyframe_request + self._min_interval - time.monotonic()
@@ -247,5 +243,5 @@ class Fanout:
         self._pending_request = None
         self._last_keyframe_request = time.monotonic()
         self.keyframes_requested += 1
-        self._keyframes_requested.inc()
+        metrics.WEBRTC_KEYFRAMES_REQUESTED.inc()
         self._keyframe_source()

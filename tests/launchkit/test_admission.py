@@ -31,7 +31,7 @@ from launchkit.admission import Admission, AdmissionSettings, admission_secrets
 from launchkit.admission.capacity import LoopLagMonitor
 from launchkit.admission.state import LocalQueue
 from launchkit.admission.tickets import TicketSigner, bind, new_client_key
-from loadtests.target import RedisProcess
+from tests.conftest import RedisProcess
 
 KEYS = [b"test-admission-secret-0123456789"]
 # The lag guard is tested on its own; elsewhere it is off so a busy CI machine cannot flip results.

@@ -8,7 +8,7 @@ import subprocess
 import time
 from datetime import datetime
 
-from tests.support.client import fetch
+from tests.conftest import fetch
 
 
 def _media_playlist(demo) -> tuple[str, str]:
