@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-HLSJS := landing/static/vendor/hls.min.js
+HLSJS := landing/static/vendor/hls.light.min.js
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
@@ -40,7 +40,7 @@ $(HLSJS): landing/package.json landing/package-lock.json
 	command -v npm >/dev/null || { echo "npm is missing: run 'make system-packages' as root or install Node.js"; exit 1; }
 	cd landing && npm ci --no-audit --no-fund --loglevel=error
 	mkdir -p $(dir $@)
-	cp landing/node_modules/hls.js/dist/hls.min.js $@
+	cp landing/node_modules/hls.js/dist/hls.light.min.js $@
 
 # Only what is missing: the base image's Node.js (another vendor's build) must not be replaced.
 # ffmpeg: ffprobe checks the HLS and the CLI publishes RTMP/SRT in the tests. libsrt1.5-gnutls: the

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).parent
 STATIC_DIR = PACKAGE_DIR / "static"
-HLSJS = "vendor/hls.min.js"
+HLSJS = "vendor/hls.light.min.js"
 PAGE_CACHE = "public, max-age=5, stale-while-revalidate=30, stale-if-error=600"
 OG_IMAGE = "og-image.png"  # the built-in 1200x630 share card
 RENDER_CACHE_SIZE = 64  # distinct pages kept rendered (state x host x variant): bounded whatever Host says

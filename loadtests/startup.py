@@ -7,10 +7,14 @@ Each load also records which engine shows the picture 1, 3 and 5 s after navigat
 WebRTC once the page has switched to it), how the page's WebRTC attempt ended, and the ICE
 candidate pair WebRTC uses (host, or relay through TURN).
 
+With `--reference URL`, each load is followed by a load of URL (e.g. the same page with
+`?protocol=hls`), watched until its first picture: a reference measured on the same machine, in
+the same minutes, that the page's figures can be compared with (`reference` in the summary).
+
 Run in the viewer's network namespace (tests/support/netns.py) by the startup tests
 (tests/landing/test_startup.py) and benchmark (loadtests/bench/startup.py):
 
-    python -m loadtests.startup http://SERVER/ --loads 20 --watch 3
+    python -m loadtests.startup http://SERVER/ --loads 20 --watch 3 [--reference 'http://SERVER/?protocol=hls']
 """
 
 from __future__ import annotations
@@ -60,9 +64,11 @@ class Load:
     errors: int = 0
 
 
-async def load_once(browser: Browser, url: str, watch_seconds: float = CHECKPOINTS[-1]) -> Load:
-    """Open `url` in a fresh profile and watch it for `watch_seconds` (or until it fails to start),
-    noting the engine on screen at each checkpoint within that time."""
+async def load_once(browser: Browser, url: str, watch_seconds: float = CHECKPOINTS[-1],
+                    until_picture: bool = False) -> Load:
+    """Open `url` in a fresh profile and watch it for `watch_seconds` (or until it fails to start,
+    or with `until_picture` until its first picture), noting the engine on screen at each checkpoint
+    within that time."""
     context = await browser.new_context()
     try:
         page = await context.new_page()
@@ -77,7 +83,7 @@ async def load_once(browser: Browser, url: str, watch_seconds: float = CHECKPOIN
                 load.first_frame = round(state["first"] / 1000, 3)
             while pending and seconds >= pending[0]:
                 load.engines[f"{pending.pop(0):g}s"] = state["engine"] if load.first_frame is not None else None
-            if not pending or time.monotonic() - started > LOAD_TIMEOUT:
+            if not pending or time.monotonic() - started > LOAD_TIMEOUT or (until_picture and load.first_frame):
                 load.webrtc, load.pair, load.errors = state["webrtc"], state["pair"], state["errors"]
                 return load
             await asyncio.sleep(0.05)
@@ -119,12 +125,24 @@ def summary(loads: list[Load]) -> dict[str, Any]:
     }
 
 
-async def measure(url: str, loads: int, watch_seconds: float) -> dict[str, Any]:
-    """`loads` first visits of `url`, one after another, in one Chromium as a viewer runs it."""
+async def measure(url: str, loads: int, watch_seconds: float, reference: str | None = None) -> dict[str, Any]:
+    """`loads` first visits of `url`, one after another, in one Chromium as a viewer runs it; with
+    `reference`, each followed by a first visit of that URL (alternating, so both see the same
+    machine)."""
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
-            return summary([await load_once(browser, url, watch_seconds) for _ in range(loads)])
+            measured, references = [], []
+            for _ in range(loads):
+                measured.append(await load_once(browser, url, watch_seconds))
+                if reference:
+                    references.append(await load_once(browser, reference, watch_seconds, until_picture=True))
+            result = summary(measured)
+            if reference:
+                result["reference"] = {"url": reference} | {
+                    key: value for key, value in summary(references).items()
+                    if key in ("loads", "pictures", "first_frame_p50", "first_frame_p95", "first_frame_max", "errors")}
+            return result
         finally:
             await browser.close()
 
@@ -135,10 +153,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("url", help="the landing page, e.g. http://10.64.0.1:8080/")
     parser.add_argument("--loads", type=int, default=20)
     parser.add_argument("--watch", type=float, default=CHECKPOINTS[-1], help="seconds each load is watched")
+    parser.add_argument("--reference", help="a page to load after each load, until its first picture (e.g. "
+                        "the same page with ?protocol=hls)")
     args = parser.parse_args(argv)
     if not 1 <= args.loads <= 200 or not 0.5 <= args.watch <= 30:
         parser.error("--loads: 1 to 200, --watch: 0.5 to 30 s")
-    print(json.dumps(asyncio.run(measure(args.url, args.loads, args.watch))))
+    print(json.dumps(asyncio.run(measure(args.url, args.loads, args.watch, args.reference))))
 
 
 if __name__ == "__main__":

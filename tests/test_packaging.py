@@ -18,7 +18,7 @@ def test_wheel_contains_packages_templates_static_files_and_hls_js(tmp_path):
     for required in (
         "launchkit/cli.py", "stream/encoder.py", "stream/packager/cmaf.py", "landing/app.py",
         "landing/templates/index.html", "landing/templates/embed.html",
-        "landing/static/player.js", "landing/static/style.css", "landing/static/vendor/hls.min.js",
+        "landing/static/player.js", "landing/static/style.css", "landing/static/vendor/hls.light.min.js",
     ):
         assert required in names, required
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()

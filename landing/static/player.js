@@ -13,6 +13,11 @@
 // which path won and why. A WebRTC connection lost later goes back to LL-HLS the same way.
 // `?protocol=hls` never tries WebRTC; `?protocol=webrtc` tries it without headroom (tests, troubleshooting).
 //
+// The first picture waits for nothing it does not need: a page rendered while the event is live
+// carries the live playlist (data-live) and asks for admission as this script starts, before
+// /api/status answers and while the browser still parses hls.js (loaded after this script);
+// /api/status then corrects a page rendered stale (the event ended meanwhile).
+//
 // Edge failover: /api/status lists the edges taking viewers (recommended.edges). When the page's
 // edge drains (status says so) or stops answering (a media or status request fails without an
 // HTTP answer, or with a 5xx), every later request goes to the next edge: hls.js's own retry of
@@ -285,6 +290,9 @@
       // aim by half a second (hls.js: 1 s), at most one segment; playing at up to 1.15x wins
       // the delay back.
       lowLatencyMode: true,
+      // CMAF parts need no transmuxing (hls.js passes them through), and its worker would first
+      // parse the whole library again: on the first picture's critical path, for nothing.
+      enableWorker: false,
       liveSyncOnStallIncrease: 0.5,
       maxLiveSyncPlaybackRate: 1.15,
       backBufferLength: 30,
@@ -321,12 +329,17 @@
     state.engine = "hls.js";
   }
 
+  // Every deferred script, hls.js included, has run once the document is parsed.
+  const scriptsLoaded = document.readyState === "loading"
+    ? new Promise((resolve) => document.addEventListener("DOMContentLoaded", resolve, { once: true }))
+    : Promise.resolve();
+
   function attach(url) {
     detach();
     state.url = url; // claimed now: status polls must not attach again while the viewer waits in line
     const guarded = url.startsWith("/hls/");
-    const ready = admission && guarded ? admission.admit() : Promise.resolve();
-    ready.then(() => {
+    const admitted = admission && guarded ? admission.admit() : Promise.resolve();
+    Promise.all([admitted, scriptsLoaded]).then(() => {
       if (state.url !== url || state.engine) return;
       start(onEdge(url));
       if (lastStatus) upgrade(lastStatus); // WebRTC beside LL-HLS, with the same ticket
@@ -412,5 +425,6 @@
   // Leaving the page ends the WebRTC session at once (DELETE with keepalive), freeing its place.
   window.addEventListener("pagehide", closeWebRtc);
   setInterval(tickCountdown, 1000);
+  if (video.dataset.live) attach(video.dataset.live);
   poll();
 })();
