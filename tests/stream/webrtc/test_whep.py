@@ -92,4 +92,5 @@ def test_full_webrtc_capacity_falls_back_to_ll_hls_without_an_error_then_webrtc_
     assert forced["warnings"] == ["WHEP 503"], forced
     assert result["second_messages"] == [""]  # nothing shown to either viewer
     assert states["third"]["engine"] == "webrtc" and states["third"]["codec"] == "video/H264", states["third"]
-    assert states["second_later"]["engine"] == "hls.js"  # a viewer on HLS stays on HLS
+    # The refused page does not ask again before its Retry-After, even with a place free meanwhile.
+    assert states["forced_later"]["engine"] == "hls.js", states["forced_later"]

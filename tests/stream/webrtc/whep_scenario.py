@@ -272,6 +272,9 @@ async def whep_fallback(origin_url: str) -> dict[str, Any]:
                 await asyncio.sleep(0.2)
             states = {"first": await _page_state(first), "second": await _page_state(second),
                       "forced": await _page_state(forced)}
+            # `second` was never refused: it would take the place freed next at its next status poll
+            # (HLS viewers move up to WebRTC when headroom appears), racing the newcomer below.
+            await second.close()
             await first.close()  # leaves: its WebRTC place frees at once (DELETE on pagehide)
             await asyncio.sleep(1)
             third = await browser.new_page()
@@ -279,7 +282,7 @@ async def whep_fallback(origin_url: str) -> dict[str, Any]:
             await _until(third, "() => window.launchkit.engine === 'webrtc'", 20)
             await _until(third, playing, 20)
             states["third"] = await _page_state(third)
-            states["second_later"] = await _page_state(second)
+            states["forced_later"] = await _page_state(forced)
         finally:
             await browser.close()
     for state in states.values():
