@@ -10,7 +10,7 @@ HLSJS := landing/static/vendor/hls.light.min.js
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: demo test setup setup-test system-packages bench clean
+.PHONY: demo test setup setup-test system-packages bench screenshots clean
 
 demo: setup
 	$(BIN)/launchkit demo --host $(HOST) --port $(PORT)
@@ -20,6 +20,11 @@ test: setup-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed $(HLSJS)
+
+# The README's screenshots of the landing page (countdown, live, ended; phone and desktop), taken by
+# its tests; other test runs write them to a temporary directory.
+screenshots: setup-test
+	LAUNCHKIT_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/landing/test_page.py
 
 setup-test: system-packages setup $(VENV)/.installed-test
 

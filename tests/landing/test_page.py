@@ -3,13 +3,16 @@
 
 The module walks one event through its life, so its tests run in file order: scheduled (countdown,
 HTML, caching, wall Q&A), live (player, embed on another origin, QoE beacons), ended (replay).
-Screenshots of each state at phone and desktop size are written to docs/screenshots/ (shown in the
-README).
+Screenshots of each state at phone and desktop size are taken on every run; `make screenshots`
+writes them to docs/screenshots/ (shown in the README), other runs to a temporary directory, so that
+a test run leaves the tree as it found it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import threading
 import time
 import urllib.request
@@ -28,7 +31,7 @@ pytestmark = pytest.mark.browser
 
 OPS_TOKEN = "page-test-ops-token-0123456789"
 PUBLISH_TOKEN = "page-test-publish-token-0123456789"
-SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
+SCREENSHOTS = Path(os.environ.get("LAUNCHKIT_SCREENSHOTS") or tempfile.mkdtemp(prefix="launchkit-screenshots-"))
 SIZES = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1440, "height": 900}}
 AGENDA = {
     "speakers": [{"name": "Ada Lovelace", "role": "CEO, Example Telecom"},
