@@ -11,7 +11,11 @@ Retry-After (seconds in which a freed place idles), the request is held:
   (the tab closed: the connection is lost) are dropped then;
 - a place nobody keeps alive any more lapses `hold_grace` seconds later, so a closed tab stops
   holding up the line within seconds, not after its Retry-After and grace (~30 s);
-- after `hold_max` the request is answered 429 with its position, and the page asks again at once.
+- after `hold_max` the request is answered 429 with its position, and the page asks again at once;
+  if the line is deciding that very request just then, the hold ends with that decision: an
+  admission already taken in Redis (the place left the queue) must reach its viewer, or the viewer
+  would come back as a newcomer at the end of the line while its admitted place idles through
+  probation.
 Clients that cannot hold a connection keep polling with Retry-After, as before.
 """
 
@@ -43,6 +47,8 @@ class Waiter:
     gone: Callable[[], bool]
     # The admission's answer, or None when the viewer is gone.
     answer: asyncio.Future[Answer | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # Done once the line's latest decision about this waiter has been acted on (None: never decided).
+    decided: asyncio.Future[None] | None = None
 
 
 Decide = Callable[[Waiter], Awaitable[Answer]]
@@ -69,7 +75,7 @@ class HeldLine:
         try:
             return await asyncio.wait_for(asyncio.shield(waiter.answer), seconds)
         except TimeoutError:
-            return None
+            return await self._last_decision(waiter)
         finally:
             self._waiters.discard(waiter)
             metrics.ADMISSION_HELD.set(len(self._waiters))
@@ -94,18 +100,35 @@ class HeldLine:
             except Exception:
                 log.exception("the held line failed a round; it goes on")
 
+    async def _last_decision(self, waiter: Waiter) -> Answer | None:
+        """The hold ran out: no new decision for `waiter`, but the one under way (if any) stands."""
+        self._waiters.discard(waiter)  # the pump skips it from now on, even later in this round
+        if waiter.decided is not None:
+            await asyncio.shield(waiter.decided)
+        return waiter.answer.result() if waiter.answer.done() else None
+
     async def _pump(self) -> None:
         for waiter in sorted(self._waiters, key=lambda w: w.position):
-            if waiter.answer.done() or waiter.gone():
+            if waiter not in self._waiters or waiter.answer.done() or waiter.gone():
                 continue
-            decision, ticket = await self._decide(waiter)
-            if decision.admitted:
-                if not waiter.answer.done():
-                    waiter.answer.set_result((decision, ticket))
-                continue
-            if decision.seq is not None:
-                waiter.seq, waiter.position = decision.seq, decision.position or waiter.position
-            return
+            waiter.decided = asyncio.get_running_loop().create_future()
+            try:
+                admitted = await self._decide_one(waiter)
+            finally:
+                waiter.decided.set_result(None)
+            if not admitted:
+                return
+
+    async def _decide_one(self, waiter: Waiter) -> bool:
+        """Decide `waiter` and act on it: answered when admitted (True), else its place brought up to date."""
+        decision, ticket = await self._decide(waiter)
+        if decision.admitted:
+            if not waiter.answer.done():
+                waiter.answer.set_result((decision, ticket))
+            return True
+        if decision.seq is not None:
+            waiter.seq, waiter.position = decision.seq, decision.position or waiter.position
+        return False
 
     async def _keep_alive(self) -> None:
         for waiter in [w for w in self._waiters if w.gone()]:

@@ -312,6 +312,11 @@ class Admission:
         answer = await self._line.hold(waiter, seconds)
         if answer is not None:
             return answer
+        if not waiter.gone():
+            # The page asks again at once, but the place was last kept alive up to a keep-alive round
+            # ago (more on a busy loop): keep it `hold_grace` from this answer, as promised, so a slow
+            # round trip does not send the viewer to the end of the line.
+            await self._keep_held([waiter])
         if waiter.seq != place.seq:  # the line gave it a new place (e.g. Redis came back)
             ticket = self._signer.queued(waiter.scope, waiter.seq, place.issued_ms)
         return replace(decision, position=waiter.position), ticket

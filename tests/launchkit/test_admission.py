@@ -28,8 +28,10 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from launchkit.admission import Admission, AdmissionSettings, admission_secrets
+from launchkit.admission import line as line_module
 from launchkit.admission.capacity import LoopLagMonitor
-from launchkit.admission.state import LocalQueue
+from launchkit.admission.line import HeldLine, Waiter
+from launchkit.admission.state import Decision, LocalQueue
 from launchkit.admission.tickets import TicketSigner, bind, new_client_key
 from tests.conftest import RedisProcess
 
@@ -337,6 +339,54 @@ async def test_a_held_request_keeps_its_place_and_says_so_when_it_times_out():
         assert again.status == 429 and again.body["position"] == 1 and again.ticket == answer.ticket
         async with session.post(server.make_url("/api/admission"), params={"wait": "soon"}) as response:
             assert response.status == 400
+
+
+async def test_a_held_request_that_runs_out_keeps_its_place_hold_grace_from_its_answer(monkeypatch):
+    """The page asks again at once, but on a busy machine "at once" can take a second or more: the
+    place lives `hold_grace` from the answer, not from its last keep-alive (a second apart at most;
+    made rare here so that the two differ by the whole hold)."""
+    monkeypatch.setattr(line_module, "REFRESH_INTERVAL", 60.0)
+    async with serve(replace(BASE, max_viewers=1)) as (server, admission), viewers() as session:
+        await ask(session, server)  # the only place
+        head = asyncio.create_task(_held(server, wait=8))  # decided at every pump: kept alive all along
+        await eventually(lambda: admission.status()["queued"] == 1)
+        answer, _ = await _held(server, wait=2)  # behind it: kept alive by the keep-alive only
+        assert answer.status == 429 and answer.body["position"] == 2
+        await asyncio.sleep(BASE.hold_grace - 1.0)  # back after hold_grace from joining, within it from the answer
+        again = await ask(session, server, answer.ticket)
+        assert again.status == 429 and again.ticket == answer.ticket and again.body["position"] == 2
+        head.cancel()
+        await asyncio.gather(head, return_exceptions=True)
+
+
+async def test_a_hold_that_runs_out_while_it_is_being_admitted_gets_the_admission():
+    """The hold's timer and the decision admitting it can come due together (a busy edge reads the
+    Redis reply late). That decision took the place out of the queue: a 429 now would send the viewer
+    to the end of the line as a newcomer, and leave its admitted place idle through probation."""
+    decided: list[int] = []
+    verdicts = {7: Decision(admitted=True, from_queue=True), 8: Decision(admitted=False, position=1, seq=9)}
+
+    async def slow_decide(waiter: Waiter) -> tuple[Decision, str | None]:
+        await asyncio.sleep(0.3)  # in flight when the hold runs out
+        decided.append(waiter.seq)
+        return verdicts[waiter.seq], "a.ticket" if verdicts[waiter.seq].admitted else None
+
+    async def refresh(waiters: list[Waiter]) -> None:
+        pass
+
+    line = HeldLine(slow_decide, refresh, tick=0.05)
+    pump = asyncio.create_task(line.run())
+    try:
+        admitted = Waiter("g", 7, 0, "k", 1, gone=lambda: False)
+        assert await line.hold(admitted, 0.1) == (verdicts[7], "a.ticket") and decided == [7]
+        waiting = Waiter("g", 8, 0, "k", 1, gone=lambda: False)
+        assert await line.hold(waiting, 0.1) is None  # still in line, at the place the decision gave
+        assert (waiting.seq, waiting.position) == (9, 1) and len(line) == 0
+        await asyncio.sleep(0.4)
+        assert decided == [7, 8]  # nothing decided for a hold that is over
+    finally:
+        pump.cancel()
+        await asyncio.gather(pump, return_exceptions=True)
 
 
 async def test_edges_sharing_redis_hand_a_freed_place_to_a_viewer_held_on_another_edge(redis_server):
