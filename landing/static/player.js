@@ -329,10 +329,15 @@
     state.engine = "hls.js";
   }
 
-  // Every deferred script, hls.js included, has run once the document is parsed.
-  const scriptsLoaded = document.readyState === "loading"
-    ? new Promise((resolve) => document.addEventListener("DOMContentLoaded", resolve, { once: true }))
-    : Promise.resolve();
+  // hls.js is a deferred script after this one: every deferred script has run at DOMContentLoaded.
+  // (Deferred scripts run while readyState is already "interactive", so that says nothing; "load"
+  // covers a page where this script came late.) Without the wait, Chromium's "maybe" to
+  // canPlayType(HLS) would pick native HLS.
+  const scriptsLoaded = new Promise((resolve) => {
+    if (window.Hls || document.readyState === "complete") return resolve();
+    document.addEventListener("DOMContentLoaded", resolve, { once: true });
+    window.addEventListener("load", resolve, { once: true });
+  });
 
   function attach(url) {
     detach();
