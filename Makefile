@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make demo   set up (Python venv, hls.js from npm) and run `launchkit demo`
 #   make test   set up everything the tests need (apt, pip, npm) and run the whole suite
+#   make screenshots   refresh the README's landing page screenshots (docs/screenshots/); tests
+#               themselves write only under tests/artifacts/
 # Setup steps are idempotent: stamps under .venv/ skip what is already done.
 
 PYTHON ?= python3
@@ -10,7 +12,7 @@ HLSJS := landing/static/vendor/hls.light.min.js
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: demo test setup setup-test system-packages bench screenshots clean
+.PHONY: demo test screenshots setup setup-test system-packages bench clean
 
 demo: setup
 	$(BIN)/launchkit demo --host $(HOST) --port $(PORT)
@@ -19,12 +21,10 @@ test: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-setup: $(VENV)/.installed $(HLSJS)
-
-# The README's screenshots of the landing page (countdown, live, ended; phone and desktop), taken by
-# its tests; other test runs write them to a temporary directory.
 screenshots: setup-test
-	LAUNCHKIT_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/landing/test_page.py
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest -m browser tests/landing/test_page.py
+
+setup: $(VENV)/.installed $(HLSJS)
 
 setup-test: system-packages setup $(VENV)/.installed-test
 

@@ -16,14 +16,14 @@ from launchkit.config import (
     EDGE_OPTIONS,
     ORIGIN_OPTIONS,
     Config,
-    ConfigError,
     Option,
     env_defaults,
     env_name,
 )
+from launchkit.option_parsers import ConfigError
+from launchkit.webrtc.ice import IceSettings
+from launchkit.webrtc.turn import TurnCredentials
 from loadtests.rehearse import cli as rehearse
-from stream.webrtc.ice import IceSettings
-from stream.webrtc.turn import TurnCredentials
 
 EXIT_RUNTIME_ERROR, EXIT_USAGE = 1, 2
 
@@ -127,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"launchkit {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     _configure_logging(config.log_level)
-    from launchkit.server import ListenError, run
+    from launchkit.origin.process import run
+    from launchkit.serve.listening import ListenError
 
     try:
         run(config, tokens, ice)
@@ -138,8 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_edge(args: argparse.Namespace) -> int:
-    from launchkit.edge import EdgeSettings, run_edge
-    from launchkit.server import ListenError
+    from launchkit.edge.process import run_edge
+    from launchkit.edge.settings import EdgeSettings
+    from launchkit.serve.listening import ListenError
 
     try:
         settings = EdgeSettings(**{o.attribute: getattr(args, o.attribute) for o in EDGE_OPTIONS})

@@ -6,9 +6,12 @@ by viewers or addresses. The README's metrics table mirrors this module.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 from launchkit import __version__
+from stream import telemetry
 
 BUILD = Info("launchkit_build", "Launchkit version")
 BUILD.info({"version": __version__})
@@ -63,9 +66,8 @@ AUTH_LOCKED_OUT = Counter(
 RECORDER_UP = Gauge(
     "launchkit_recorder_up", "1 while the recorder writes every segment it is given, 0 while writes fail"
 )
-RECORDER_WRITE_ERROR_REASONS = ("no_space", "io_error")
 RECORDER_WRITE_ERRORS = Counter(
-    "launchkit_recorder_write_errors", "Segment writes that failed", ["reason"]  # RECORDER_WRITE_ERROR_REASONS
+    "launchkit_recorder_write_errors", "Segment writes that failed", ["reason"]  # stream/recorder.py WRITE_ERRORS
 )
 RECORDER_SEGMENTS_LOST = Counter(
     "launchkit_recorder_segments_lost", "Segments left out of the recording (write failures, backlog over its bound)"
@@ -285,6 +287,60 @@ def init_webrtc_labels() -> None:
         WEBRTC_KEYFRAME_REQUESTS.labels(reason)
     for reason in WHEP_REFUSALS:
         WHEP_REFUSED.labels(reason)
+
+
+class PrometheusTelemetry:
+    """The media engine's metrics interface (stream/telemetry.py) over the metrics above: `stream`
+    looks them up by key, their names and help texts stay here."""
+
+    def __init__(self, counters: dict[str, Counter], gauges: dict[str, Gauge],
+                 histograms: dict[str, Histogram]) -> None:
+        self._counters, self._gauges, self._histograms = counters, gauges, histograms
+
+    def counter(self, key: str, *labels: str) -> Counter:
+        return _child(self._counters[key], labels)
+
+    def gauge(self, key: str, *labels: str) -> Gauge:
+        return _child(self._gauges[key], labels)
+
+    def histogram(self, key: str, *labels: str) -> Histogram:
+        return _child(self._histograms[key], labels)
+
+
+Metric = TypeVar("Metric", Counter, Gauge, Histogram)
+
+
+def _child(metric: Metric, labels: tuple[str, ...]) -> Metric:
+    return metric.labels(*labels) if labels else metric
+
+
+MEDIA_TELEMETRY = PrometheusTelemetry(
+    counters={
+        "encoder_frames": ENCODER_FRAMES, "encoder_frames_dropped": ENCODER_FRAMES_DROPPED,
+        "hls_segments": HLS_SEGMENTS, "ingest_connections": INGEST_CONNECTIONS, "ingest_rejected": INGEST_REJECTED,
+        "ingest_bytes": INGEST_BYTES, "ingest_frames": INGEST_FRAMES, "ingest_frames_dropped": INGEST_FRAMES_DROPPED,
+        "slate_switches": SLATE_SWITCHES, "recorder_write_errors": RECORDER_WRITE_ERRORS,
+        "recorder_segments_lost": RECORDER_SEGMENTS_LOST, "webrtc_frames_sent": WEBRTC_FRAMES_SENT,
+        "webrtc_bytes_sent": WEBRTC_BYTES_SENT, "webrtc_frames_dropped": WEBRTC_FRAMES_DROPPED,
+        "webrtc_keyframe_requests": WEBRTC_KEYFRAME_REQUESTS,
+        "webrtc_keyframes_requested": WEBRTC_KEYFRAMES_REQUESTED,
+    },
+    gauges={
+        "encoder_lag": ENCODER_LAG, "ingest_fps": INGEST_FPS, "ingest_keyframe_interval": INGEST_KEYFRAME_INTERVAL,
+        "ingest_connected": INGEST_CONNECTED, "program_on_air": PROGRAM_ON_AIR, "recorder_up": RECORDER_UP,
+        "recorder_backlog_bytes": RECORDER_BACKLOG_BYTES, "webrtc_viewers": WEBRTC_VIEWERS,
+        "webrtc_feed_connected": WEBRTC_FEED_CONNECTED,
+    },
+    histograms={
+        "encode_seconds": ENCODE_SECONDS, "webrtc_round_trip": WEBRTC_RTT,
+        "webrtc_fraction_lost": WEBRTC_FRACTION_LOST,
+    },
+)
+# Installed on import rather than at each role's start: every process that can serve /metrics has
+# imported this module (the registry holds these metrics only then), edge workers and tests that
+# build stream objects directly included, and the import comes before any stream object looks
+# its handles up. A role start that forgot an explicit install would report zeros silently.
+telemetry.install(MEDIA_TELEMETRY)
 
 
 # ---- social wall (launchkit/wall) -------------------------------------------------------------------

@@ -24,9 +24,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from launchkit.config import MEDIA_OPTIONS, ORIGIN_OPTIONS, ConfigError, Option
+from launchkit.config import MEDIA_OPTIONS, ORIGIN_OPTIONS, Option
+from launchkit.edge.relay.relay import REVALIDATE_HOLD
+from launchkit.option_parsers import ConfigError
 from stream.packager.hls import default_part_duration
-from stream.relay.relay import REVALIDATE_HOLD
 
 EXIT_USAGE = 2
 

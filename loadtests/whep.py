@@ -24,7 +24,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from stream.webrtc.ice import IceSettings, apply_host_addresses
+from launchkit.webrtc.ice import IceSettings, apply_host_addresses
 
 VIDEO_CLOCK = 90000
 

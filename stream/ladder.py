@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from launchkit import metrics
+from stream import telemetry
 from stream.bus import PacketBus
 from stream.encoder import AudioEncoder, AudioSettings, OpusEncoder, VideoEncoder, VideoSettings
 from stream.packet import EncodedPacket
@@ -69,14 +69,14 @@ class EncoderWorker(Worker):
                     continue
                 try:
                     self._queue.get_nowait()
-                    metrics.ENCODER_FRAMES_DROPPED.labels(self.rendition).inc()
+                    telemetry.counter("encoder_frames_dropped", self.rendition).inc()
                 except queue.Empty:
                     pass
 
     def run(self) -> None:
-        frames = metrics.ENCODER_FRAMES.labels(self.rendition) if self._video else None
-        encode_seconds = metrics.ENCODE_SECONDS.labels(self.rendition) if self._video else None
-        lag = metrics.ENCODER_LAG.labels(self.rendition) if self._video else None
+        frames = telemetry.counter("encoder_frames", self.rendition) if self._video else None
+        encode_seconds = telemetry.histogram("encode_seconds", self.rendition) if self._video else None
+        lag = telemetry.gauge("encoder_lag", self.rendition) if self._video else None
         while not self.stopping.is_set():
             try:
                 captured, seconds = self._queue.get(timeout=0.1)

@@ -19,7 +19,7 @@ from typing import Callable, Literal
 
 import av
 
-from launchkit import metrics
+from stream import telemetry
 from stream.source import CapturedFrame, FrameSink
 from stream.worker import Worker
 
@@ -78,6 +78,10 @@ class ProgramInput:
         self.closed = False
         # Set by ingests that can ask their publisher for a keyframe (WHIP: PLI).
         self.request_keyframe: Callable[[], None] | None = None
+        # Looked up once: frames and bytes are counted as they arrive.
+        self._frames_counted = telemetry.counter("ingest_frames", role)
+        self._bytes_counted = telemetry.counter("ingest_bytes", role)
+        self._drops_counted = telemetry.counter("ingest_frames_dropped", role)
 
     @property
     def role(self) -> Role:
@@ -91,7 +95,7 @@ class ProgramInput:
             self._recent_frames.append(now)
             stats = self.stats
             stats.frames += 1
-            metrics.INGEST_FRAMES.labels(self.role).inc()
+            self._frames_counted.inc()
             stats.width, stats.height = frame.width, frame.height
             stats.last_frame_at = time.time()
             if frame.key_frame:
@@ -112,7 +116,7 @@ class ProgramInput:
     def count_bytes(self, count: int) -> None:
         with self._lock:
             self.stats.bytes += count
-        metrics.INGEST_BYTES.labels(self.role).inc(count)
+        self._bytes_counted.inc(count)
 
     def set_codecs(self, video: str | None = None, audio: str | None = None) -> None:
         with self._lock:
@@ -140,7 +144,7 @@ class ProgramInput:
             while len(self._video_queue) > VIDEO_JITTER_FRAMES:
                 self._video_queue.popleft()
                 self.stats.frames_dropped += 1
-                metrics.INGEST_FRAMES_DROPPED.labels(self.role).inc()
+                self._drops_counted.inc()
             if self._video_queue:
                 self._video = self._video_queue.popleft()
             audio = self._audio.read(samples) if self._audio.samples >= samples else None
@@ -168,9 +172,9 @@ class Program(Worker):
         self.on_air_changed_at = time.time()
         self.on_switch: Callable[[str, str], None] | None = None
         for role in ROLES:
-            metrics.INGEST_CONNECTED.labels(role).set_function(lambda role=role: float(self._slot(role) is not None))
-            metrics.INGEST_FPS.labels(role).set_function(lambda role=role: self._slot_value(role, ProgramInput.fps))
-            metrics.INGEST_KEYFRAME_INTERVAL.labels(role).set_function(
+            telemetry.gauge("ingest_connected", role).set_function(lambda role=role: float(self._slot(role) is not None))
+            telemetry.gauge("ingest_fps", role).set_function(lambda role=role: self._slot_value(role, ProgramInput.fps))
+            telemetry.gauge("ingest_keyframe_interval", role).set_function(
                 lambda role=role: self._slot_value(role, lambda i: i.stats.keyframe_interval or 0.0)
             )
         self._publish_on_air()
@@ -186,7 +190,7 @@ class Program(Worker):
             program_input = ProgramInput(self, role, protocol, remote)
             self._slots[role] = program_input
         log.info("%s publisher connected over %s from %s", role, protocol, remote)
-        metrics.INGEST_CONNECTIONS.labels(protocol, role).inc()
+        telemetry.counter("ingest_connections", protocol, role).inc()
         return program_input
 
     def _slot(self, role: Role) -> ProgramInput | None:
@@ -242,14 +246,14 @@ class Program(Worker):
             log.info("on air: %s (was %s)", source, previous)
             self._publish_on_air()
             if source == "slate":
-                metrics.SLATE_SWITCHES.inc()
+                telemetry.counter("slate_switches").inc()
             if self.on_switch:
                 self.on_switch(previous, source)
 
 
     def _publish_on_air(self) -> None:
         for source in (*ROLES, "slate"):
-            metrics.PROGRAM_ON_AIR.labels(source).set(1.0 if source == self.on_air else 0.0)
+            telemetry.gauge("program_on_air", source).set(1.0 if source == self.on_air else 0.0)
 
 
 def _silence(samples: int) -> av.AudioFrame:

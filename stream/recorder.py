@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from launchkit import metrics
+from stream import telemetry
 from stream.packager.hls import RenditionPackager, Segment
 from stream.packager.playlist import VERSION, program_date_time, target_duration
 from stream.worker import Worker
@@ -56,6 +56,7 @@ GAP_VERSION = 8
 # playlist rendered per request. Segments last at least a second (--segment-duration).
 MAX_MARKED_GAP_SECONDS = 3600.0
 MAX_MARKED_GAP_SEGMENTS = 3600
+WRITE_ERRORS = ("no_space", "io_error")  # the write error reasons counted (_reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +122,12 @@ class Recorder(Worker):
         self._lock = threading.Lock()
         self._index: dict[str, list[RecordedSegment]] = {}
         self._names: dict[str, set[str]] = {}
-        for reason in metrics.RECORDER_WRITE_ERROR_REASONS:
-            metrics.RECORDER_WRITE_ERRORS.labels(reason)
-        metrics.RECORDER_UP.set(1)
-        metrics.RECORDER_BACKLOG_BYTES.set(0)
+        # Every reason up front, so dashboards see zeros, not gaps.
+        self._write_errors = {reason: telemetry.counter("recorder_write_errors", reason) for reason in WRITE_ERRORS}
+        self._up = telemetry.gauge("recorder_up")
+        self._backlog_gauge = telemetry.gauge("recorder_backlog_bytes")
+        self._up.set(1)
+        self._backlog_gauge.set(0)
         self.directory.mkdir(parents=True, exist_ok=True)
         _remove_partial_files(self.directory)
         for row in self._load_index():
@@ -160,7 +163,7 @@ class Recorder(Worker):
             self._backlog_bytes += write.size
             dropped = self._trim()
             self._condition.notify()
-        metrics.RECORDER_BACKLOG_BYTES.set(self._backlog_bytes)
+        self._backlog_gauge.set(self._backlog_bytes)
         if dropped:
             self._lose(dropped)
             if self._begin_trouble():
@@ -187,15 +190,15 @@ class Recorder(Worker):
         with self._condition:
             self._backlog_bytes -= write.size
             self._condition.notify_all()
-        metrics.RECORDER_BACKLOG_BYTES.set(self._backlog_bytes)
+        self._backlog_gauge.set(self._backlog_bytes)
 
     def _lose(self, writes: list[_Write]) -> None:
         with self._condition:
             for write in writes:
                 self._lost.setdefault(write.rendition, []).append(write.segment.sequence)
             self._segments_lost += len(writes)
-        metrics.RECORDER_SEGMENTS_LOST.inc(len(writes))
-        metrics.RECORDER_UP.set(0)
+        telemetry.counter("recorder_segments_lost").inc(len(writes))
+        self._up.set(0)
 
     def _begin_trouble(self) -> bool:
         """Note when segments started failing or being dropped; True the first time (log once)."""
@@ -218,7 +221,7 @@ class Recorder(Worker):
                 self._attempt(write)
                 self._done(write)
         except BaseException:
-            metrics.RECORDER_UP.set(0)  # a bug, not a disk: the alert must say the recording stopped
+            self._up.set(0)  # a bug, not a disk: the alert must say the recording stopped
             raise
         finally:
             self._abandon_backlog()
@@ -272,7 +275,7 @@ class Recorder(Worker):
 
     def _failed(self, write: _Write, error: OSError | sqlite3.Error) -> None:
         reason = _reason(error)
-        metrics.RECORDER_WRITE_ERRORS.labels(reason).inc()
+        self._write_errors[reason].inc()
         with self._condition:
             self._failed_writes += 1
         self._lose([write])
@@ -286,7 +289,7 @@ class Recorder(Worker):
             lost, self._lost = self._lost, {}
         if since is None:
             return
-        metrics.RECORDER_UP.set(1)
+        self._up.set(1)
         ranges = "; ".join(f"{rendition} {_ranges(sequences)}" for rendition, sequences in sorted(lost.items()))
         log.warning("recording: writes succeed again after %.1f s; segments lost: %s", time.monotonic() - since,
                     ranges or "none")
@@ -296,7 +299,7 @@ class Recorder(Worker):
         with self._condition:
             left, self._backlog = list(self._backlog), deque()
             self._backlog_bytes = 0
-        metrics.RECORDER_BACKLOG_BYTES.set(0)
+        self._backlog_gauge.set(0)
         if left:
             self._lose(left)
             log.error("recording: %d segments were not written before the origin stopped", len(left))

@@ -12,8 +12,9 @@ Modules, in the order a request meets them:
 * `capacity` - what this server can take: max viewers, egress limit, event-loop lag guard.
 * `state`    - the decision rule and its in-memory state (one process).
 * `shared`   - the same rule as Lua scripts over Redis: one queue and one count for every edge.
-* `service`  - `Admission`: HTTP API, media guard (middleware), status, Redis fallback.
-* `metrics`  - proposed Prometheus metrics.
+* `line`     - the held line: waiting requests answered when their turn comes.
+* `admitter` - `Admitter`: decisions, status, the background heartbeat, Redis fallback.
+* `service`  - `Admission`, an `Admitter` on HTTP: the admission API, media guard (middleware), cookies.
 """
 
 from launchkit.admission.service import QUEUE_COOKIE, TICKET_COOKIE, TICKET_HEADER, Admission

@@ -30,7 +30,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import aiohttp_jinja2
@@ -146,8 +146,14 @@ class Wall:
     # ---- wiring -------------------------------------------------------------------------------
 
     def setup(self, app: web.Application) -> None:
-        app.on_startup.append(lambda app: self.start())
-        app.on_cleanup.append(lambda app: self.stop())
+        app.cleanup_ctx.append(self._lifespan)
+
+    async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        try:
+            await self.start()
+            yield
+        finally:
+            await self.stop()
 
     def routes(self) -> list[web.RouteDef]:
         routes = [

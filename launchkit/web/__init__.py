@@ -5,5 +5,7 @@ and know who the client is behind trusted proxies.
 - `body`: bounded body reads and strict JSON parsing (413/415/400, never a traceback);
 - `cors`: the CORS headers of public endpoints (embeds and edges on other origins);
 - `clients`: the client's address and scheme behind `--trusted-proxies`;
-- `ratelimit`: per-client token buckets (wall posts, QoE beacons, failed credentials).
+- `ratelimit`: per-client token buckets (wall posts, QoE beacons, failed credentials);
+- `probes`: /healthz, /readyz and /metrics, what each role's readiness means given by the role;
+- `routes`: the media URL patterns the origin serves and the edge relays.
 """

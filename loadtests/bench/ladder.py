@@ -75,6 +75,7 @@ from typing import Any
 import av
 from prometheus_client import REGISTRY
 
+import launchkit.metrics  # noqa: F401  (installs the Prometheus telemetry the dropped-frame count is read from)
 from loadtests.bench.encoder import (
     FFMPEG,
     REPO_ROOT,

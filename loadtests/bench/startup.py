@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from launchkit.webrtc.turn import SECRET_ENV
 from loadtests.bench.edge import core_times
-from stream.webrtc.turn import SECRET_ENV
 from tests.stream.webrtc.coturn import start_coturn
 from tests.support.netns import Topology, two_namespaces
 

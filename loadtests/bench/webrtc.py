@@ -47,6 +47,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from launchkit.auth import Tokens, generate_token
+from launchkit.webrtc.ice import IceSettings, apply_host_addresses
 from loadtests.bench.edge import CLIENT_CORE, SERVER_CORE, affinity, cpu_budget_group, join_group, remove_group
 from loadtests.bench.edge import cpu_seconds as process_cpu_seconds
 from loadtests.target import LocalDemo, free_port, start_demo, start_launchkit
@@ -54,7 +55,6 @@ from loadtests.whep import install_counting_decoders, loopback_viewer, watch
 from stream.bus import PacketBus
 from stream.packet import EncodedPacket
 from stream.webrtc.feed import FeedClient
-from stream.webrtc.ice import IceSettings, apply_host_addresses
 
 LOOPBACK = IceSettings(addresses=("127.0.0.1",), servers=())
 FPS = 30
@@ -94,7 +94,7 @@ class PacketTrack(MediaStreamTrack):
 async def reference_server(origin: str, port: int) -> None:
     apply_host_addresses(LOOPBACK)
     bus = PacketBus()
-    feed = FeedClient(origin, bus, Tokens.from_env(os.environ).edge)
+    feed = FeedClient(origin, bus, Tokens.from_env(os.environ).edge, user_agent="launchkit-edge")
     tracks: set[PacketTrack] = set()
     bus.subscribe(lambda packet: [t.offer(packet) for t in tracks if t.kind == packet.kind])
     peers: set[RTCPeerConnection] = set()

@@ -194,8 +194,8 @@ def _ice(target: str) -> Any:
     LAUNCHKIT_ICE_SERVERS (default: this machine's interfaces, no STUN server)."""
     from urllib.parse import urlsplit
 
+    from launchkit.webrtc.ice import IceSettings
     from loadtests.rehearse.targets import is_loopback
-    from stream.webrtc.ice import IceSettings
 
     if is_loopback(urlsplit(target).hostname or ""):
         return IceSettings(addresses=("127.0.0.1",), servers=())

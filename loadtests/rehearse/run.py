@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from launchkit.webrtc.ice import IceSettings
 from loadtests.player import MAX_VIEWERS, percentiles
 from loadtests.rehearse import metrics_scrape
 from loadtests.rehearse.journal import Journal
@@ -31,7 +32,6 @@ from loadtests.rehearse.results import FORMAT, GAUGES, ArrivalResult
 from loadtests.rehearse.viewers import hls_viewer, whep_viewer
 from loadtests.rehearse.visitors import visitor
 from loadtests.whep import install_counting_decoders
-from stream.webrtc.ice import IceSettings
 
 MAX_ARRIVALS_PER_PROCESS = MAX_VIEWERS  # what one event loop can drive (see loadtests/player.py)
 GRACE_SECONDS = 10.0

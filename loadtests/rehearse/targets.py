@@ -2,7 +2,7 @@
 URLs are edges the arrivals are spread over), or local servers it starts itself on free loopback
 ports and stops afterwards (by PID): a `launchkit demo`, or (`--edges N`) that demo as the origin
 of N `launchkit edge` processes sharing admission through a `redis-server` of their own, the way a
-deployment runs (tests/launchkit/test_edge.py starts them the same way).
+deployment runs (through loadtests/target.py, which starts the tests' servers too).
 
 Load tests are weapons against anything they point at; so a remote target must be asked for
 explicitly, and the local demo runs a small ladder this machine can carry next to the load.
@@ -16,15 +16,13 @@ import os
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from loadtests.target import LocalDemo, free_port, start_demo, start_launchkit
+from loadtests.target import LocalDemo, RedisProcess, free_port, start_demo, start_launchkit
 
 # One small rendition at 15 fps and a small WebRTC rendition: the demo shares the machine with the
 # load generator. The waiting room answers quickly so a short rehearsal sees the queue move.
@@ -90,37 +88,21 @@ def local_edges(count: int, demo_args: str, edge_args: str, log_dir: Path | None
            "LAUNCHKIT_ADMISSION_SECRET": os.environ.get("LAUNCHKIT_ADMISSION_SECRET") or secrets.token_urlsafe(32),
            "LAUNCHKIT_EDGE_TOKEN": os.environ.get("LAUNCHKIT_EDGE_TOKEN") or secrets.token_urlsafe(24)}
     started: list[LocalDemo] = []
-    redis = None
+    redis = RedisProcess(free_port(), log_dir, executable=redis_server, ready_timeout=REDIS_READY_SECONDS)
     try:
-        redis, redis_url = _start_redis(redis_server, log_dir)
+        try:
+            redis.start()
+        except RuntimeError as error:
+            raise TargetError(str(error)) from None
         started.append(start_demo(*DEMO_ARGS, *shlex.split(demo_args), env=env, log_dir=log_dir, ready_timeout=40))
         for _ in range(count):
-            started.append(start_launchkit("edge", "--origin", started[0].url, "--redis", redis_url, *EDGE_ARGS,
+            started.append(start_launchkit("edge", "--origin", started[0].url, "--redis", redis.url, *EDGE_ARGS,
                                            *shlex.split(edge_args), env=env, log_dir=log_dir, ready_timeout=40))
         yield [edge.url for edge in started[1:]]
     finally:
         for server in reversed(started):
             _stop(server.process)
-        if redis is not None:
-            _stop(redis)
-
-
-def _start_redis(executable: str, log_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    with open(log_dir / "redis.log", "wb") as log:
-        process = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                    "--appendonly", "no", "--dir", str(log_dir)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + REDIS_READY_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise TargetError(f"redis-server exited with {process.returncode} (see {log_dir / 'redis.log'})")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            if sock.recv(16).startswith(b"+PONG"):
-                return process, f"redis://127.0.0.1:{port}/0"
-        time.sleep(0.05)
-    _stop(process)
-    raise TargetError(f"redis-server did not answer within {REDIS_READY_SECONDS:.0f} s")
+        redis.stop()
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -20,11 +20,11 @@ from typing import Any
 import aiohttp
 
 from launchkit.admission.service import QUEUE_COOKIE, TICKET_COOKIE
+from launchkit.webrtc.ice import IceSettings
 from loadtests.player import KEY_HEADER, Player, PlayerConfig, queue_place
 from loadtests.rehearse.profiles import Arrival
 from loadtests.rehearse.results import ArrivalResult
 from loadtests.whep import WhepResult, watch
-from stream.webrtc.ice import IceSettings
 
 WATCH_TICK = 0.25  # seconds between looks at a running player (state for the timeline, deadlines)
 LEAVE_TIMEOUT = 2.0

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 
 import av
 
-from launchkit import metrics
+from stream import telemetry
 from stream.program import Program, ProgramInput, Role, SlotBusy
 from stream.worker import Worker
 
@@ -194,7 +194,7 @@ class SrtIngest(Worker):
                 video = container.streams.video[:1]
                 if not video:
                     log.warning("refused SRT publisher from %s (unsupported): its stream has no video", session.remote)
-                    metrics.INGEST_REJECTED.labels("srt", "unsupported").inc()
+                    telemetry.counter("ingest_rejected", "srt", "unsupported").inc()
                     return _Outcome.REFUSED
                 streams = [*video, *container.streams.audio[:1]]
                 for packet in container.demux(*streams):
@@ -218,7 +218,7 @@ class SrtIngest(Worker):
         except SlotBusy as busy:
             # The caller is dropped when this child ends; it may retry once the role is free.
             log.warning("refused SRT publisher from %s (busy): %s", session.remote, busy)
-            metrics.INGEST_REJECTED.labels("srt", "busy").inc()
+            telemetry.counter("ingest_rejected", "srt", "busy").inc()
             return None
         codecs = {stream.type: stream.codec_context.name for stream in streams}
         program_input.set_codecs(video=codecs.get("video"), audio=codecs.get("audio"))
@@ -262,7 +262,7 @@ class SrtIngest(Worker):
             reason = reason if reason in REASONS else "bad_request"
             log.warning("refused SRT publisher from %s, stream id %r (%s): %s (SRT reject code %s)", remote, stream_id,
                         reason, event.get("why"), event.get("code"))
-            metrics.INGEST_REJECTED.labels("srt", reason).inc()
+            telemetry.counter("ingest_rejected", "srt", reason).inc()
         elif kind == "ended":
             log.info("SRT caller %s left: %s", remote, event.get("why"))
         elif kind == "failed":

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable
 
-from launchkit import metrics
+from stream import telemetry
 from stream.codecs.h264 import to_length_prefixed
 from stream.packager import cmaf, playlist
 from stream.packet import EncodedPacket
@@ -151,7 +151,7 @@ class RenditionPackager:
         # every new part, once the playlist lists it (blocked requests wake up here).
         self.segment_listeners: list[Callable[[RenditionPackager, Segment], None]] = []
         self.part_listeners: list[Callable[[RenditionPackager, Part], None]] = []
-        self._segments_counter = metrics.HLS_SEGMENTS.labels(info.name)
+        self._segments_counter = telemetry.counter("hls_segments", info.name)
 
     @property
     def segments(self) -> list[Segment]:

@@ -1,1 +1,1 @@
-"""WebRTC: ICE configuration, WHIP ingest (and WHEP playback later)."""
+"""WebRTC media: WHIP and WHEP peer sessions, the encode-once fan-out, and the feed's packets."""

@@ -31,7 +31,7 @@ from aiortc import RTCRtpSender
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from launchkit import metrics
+from stream import telemetry
 from stream.bus import PacketBus, Subscription
 from stream.packet import EncodedPacket
 
@@ -100,8 +100,10 @@ class Viewer:
         self._fanout = fanout
         self._queues: dict[str, deque[RtpFrame]] = {"video": deque(), "audio": deque()}
         self._ready = {"video": asyncio.Event(), "audio": asyncio.Event()}
-        # Label lookups are a dict search each: done once per viewer, not once per frame.
-        self._frames_sent = {kind: metrics.WEBRTC_FRAMES_SENT.labels(kind) for kind in self._queues}
+        # Handle lookups are a dict search each: done once per viewer, not once per frame.
+        self._frames_sent = {kind: telemetry.counter("webrtc_frames_sent", kind) for kind in self._queues}
+        self._bytes_sent = telemetry.counter("webrtc_bytes_sent")
+        self._frames_dropped = telemetry.counter("webrtc_frames_dropped")
         self.waiting_for_keyframe = True
         self.started = False  # had a keyframe: frames skipped from now on are losses, not a late join
         self.closed = False
@@ -143,7 +145,7 @@ class Viewer:
 
     def _drop(self, frames: int) -> None:
         self.frames_dropped += frames
-        metrics.WEBRTC_FRAMES_DROPPED.inc(frames)
+        self._frames_dropped.inc(frames)
 
     async def next(self, kind: str) -> RtpFrame:
         queue, ready = self._queues[kind], self._ready[kind]
@@ -157,7 +159,7 @@ class Viewer:
             self.frames_sent += 1
         self.bytes_sent += frame.size
         self._frames_sent[kind].inc()
-        metrics.WEBRTC_BYTES_SENT.inc(frame.size)
+        self._bytes_sent.inc(frame.size)
         return frame
 
     def queued(self) -> int:
@@ -186,6 +188,8 @@ class Fanout:
         self._pending_request: asyncio.TimerHandle | None = None
         self.keyframes_asked = 0
         self.keyframes_requested = 0
+        self._viewers_gauge = telemetry.gauge("webrtc_viewers")
+        self._keyframes_requested = telemetry.counter("webrtc_keyframes_requested")
 
     def start(self) -> None:
         self._subscription = self._bus.subscribe(self.on_packet)
@@ -212,13 +216,13 @@ class Fanout:
     def join(self) -> Viewer:
         viewer = Viewer(self)
         self._viewers.add(viewer)
-        metrics.WEBRTC_VIEWERS.set(len(self._viewers))
+        self._viewers_gauge.set(len(self._viewers))
         self.request_keyframe("new viewer")
         return viewer
 
     def leave(self, viewer: Viewer) -> None:
         self._viewers.discard(viewer)
-        metrics.WEBRTC_VIEWERS.set(len(self._viewers))
+        self._viewers_gauge.set(len(self._viewers))
 
     def attach_sender(self, sender: RTCRtpSender) -> None:
         """Before the sender starts: our payloads instead of its encoder, our keyframe policy for its PLIs."""
@@ -230,7 +234,7 @@ class Fanout:
     def request_keyframe(self, reason: str) -> None:
         """Ask the encoder for a keyframe now, or at the end of the current interval (merged)."""
         self.keyframes_asked += 1
-        metrics.WEBRTC_KEYFRAME_REQUESTS.labels(reason).inc()
+        telemetry.counter("webrtc_keyframe_requests", reason).inc()
         if self._pending_request is not None:
             return
         wait = self._last_keyframe_request + self._min_interval - time.monotonic()
@@ -243,5 +247,5 @@ class Fanout:
         self._pending_request = None
         self._last_keyframe_request = time.monotonic()
         self.keyframes_requested += 1
-        metrics.WEBRTC_KEYFRAMES_REQUESTED.inc()
+        self._keyframes_requested.inc()
         self._keyframe_source()

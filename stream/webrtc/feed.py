@@ -5,12 +5,7 @@ its WHEP audience; the packets are the encoder's own, never re-encoded.
 
 Messages: binary, one encoded packet each (`HEADER` then the payload); from the edge, the text
 message `keyframe` asks upstream for a keyframe (the upstream's fan-out rate-limits it like a PLI).
-A downstream that cannot keep up drops to the next keyframe, like a slow viewer.
-
-The feed is the whole rendition, so it is for edges only: the edge token (`Authorization: Bearer`)
-is checked before the WebSocket opens, at most `max_downstreams` are served at once (503 beyond),
-and no packet leaves while the event is not live (the embargo: before the start, a rehearsal on the
-origin stays on the origin). A connected edge simply receives nothing until the event goes live.
+The serving side (the edge credential, the embargo, slow downstreams) belongs to the server.
 """
 
 from __future__ import annotations
@@ -18,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Awaitable, Callable
 from fractions import Fraction
 
 import aiohttp
-from aiohttp import web
 
-from launchkit import metrics
+from stream import telemetry
 from stream.bus import PacketBus
 from stream.packet import EncodedPacket
 
@@ -35,11 +28,9 @@ HEADER = struct.Struct("!BBqqIIId")  # kind, keyframe, pts, dts, duration, time 
 KINDS = ("video", "audio")
 RENDITIONS = {"video": "webrtc", "audio": "opus"}
 KEYFRAME = "keyframe"
-MAX_QUEUED = 60  # packets (about a second of video and audio) before a slow downstream is reset
 MAX_MESSAGE = 4 * 1024 * 1024  # one access unit; far above a 720p keyframe
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)
 REFUSED_DELAY = 30.0  # seconds before trying again a credential the upstream refused
-MAX_DOWNSTREAMS = 1024  # edge processes one origin feeds (each costs a copy of the rendition's bitrate)
 
 
 def encode(packet: EncodedPacket) -> bytes:
@@ -59,79 +50,10 @@ def decode(message: bytes) -> EncodedPacket:
                          duration=duration, time_base=Fraction(num, den), keyframe=bool(keyframe), wallclock=wallclock)
 
 
-class FeedServer:
-    """`GET /api/webrtc/feed`: this process's WebRTC rendition bus, for the edges below it.
-
-    `authorize(request)` raises (an aiohttp answer or a Refusal) unless the request carries the edge
-    credential; `live()` says whether packets may leave now."""
-
-    def __init__(self, bus: PacketBus, request_keyframe: Callable[[str], None], *,
-                 authorize: Callable[[web.Request], Awaitable[None]], live: Callable[[], bool],
-                 max_downstreams: int = MAX_DOWNSTREAMS) -> None:
-        self._bus = bus
-        self._request_keyframe = request_keyframe
-        self._authorize, self._live = authorize, live
-        self._max_downstreams = max_downstreams
-        self.downstreams = 0
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        await self._authorize(request)
-        ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=1024)
-        if not ws.can_prepare(request).ok:
-            raise web.HTTPBadRequest(text="this is a WebSocket endpoint (the WebRTC feed for edges)")
-        if self.downstreams >= self._max_downstreams:
-            raise web.HTTPServiceUnavailable(text=f"this server feeds {self._max_downstreams} edges already",
-                                             headers={"Retry-After": "30"})
-        await ws.prepare(request)
-        queue: asyncio.Queue[EncodedPacket] = asyncio.Queue()
-        resync = [True]  # start (and restart after a reset) at a keyframe
-
-        def on_packet(packet: EncodedPacket) -> None:
-            if not self._live():
-                resync[0] = True  # the embargo: nothing leaves; resume at a keyframe once live
-                return
-            if resync[0] and not (packet.kind == "video" and packet.keyframe):
-                return
-            resync[0] = False
-            if queue.qsize() >= MAX_QUEUED:
-                while not queue.empty():
-                    queue.get_nowait()
-                resync[0] = True
-                self._request_keyframe("downstream edge")
-                return
-            queue.put_nowait(packet)
-
-        subscription = self._bus.subscribe(on_packet)
-        self._request_keyframe("downstream edge")
-        self.downstreams += 1
-        metrics.WEBRTC_FEED_DOWNSTREAMS.set(self.downstreams)
-        sender = asyncio.create_task(self._send(ws, queue))
-        try:
-            async for message in ws:
-                if message.type == aiohttp.WSMsgType.TEXT and message.data == KEYFRAME:
-                    self._request_keyframe("downstream edge")
-        finally:
-            self.downstreams -= 1
-            metrics.WEBRTC_FEED_DOWNSTREAMS.set(self.downstreams)
-            subscription.close()
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-        return ws
-
-    @staticmethod
-    async def _send(ws: web.WebSocketResponse, queue: asyncio.Queue[EncodedPacket]) -> None:
-        while not ws.closed:
-            packet = await queue.get()
-            try:
-                await ws.send_bytes(encode(packet))
-            except (ConnectionError, RuntimeError):
-                return
-
-
 class FeedClient:
     """An edge's one connection to its upstream's feed, republished on `bus`; reconnects by itself."""
 
-    def __init__(self, upstream_url: str, bus: PacketBus, token: str, *, user_agent: str = "launchkit-edge") -> None:
+    def __init__(self, upstream_url: str, bus: PacketBus, token: str, *, user_agent: str) -> None:
         self.url = upstream_url.rstrip("/") + PATH
         self._bus = bus
         self._user_agent = user_agent
@@ -140,9 +62,10 @@ class FeedClient:
         self._task: asyncio.Task[None] | None = None
         self.connected = False
         self.packets = 0
+        self._connected_gauge = telemetry.gauge("webrtc_feed_connected")
 
     def start(self) -> None:
-        metrics.WEBRTC_FEED_CONNECTED.set(0)
+        self._connected_gauge.set(0)
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -192,14 +115,14 @@ class FeedClient:
 
     def _connected(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self._ws, self.connected = ws, True
-        metrics.WEBRTC_FEED_CONNECTED.set(1)
+        self._connected_gauge.set(1)
         log.info("WebRTC feed connected to %s", self.url)
 
     def _disconnected(self) -> None:
         if self.connected:
             log.info("WebRTC feed from %s lost", self.url)
         self._ws, self.connected = None, False
-        metrics.WEBRTC_FEED_CONNECTED.set(0)
+        self._connected_gauge.set(0)
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:

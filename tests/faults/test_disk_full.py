@@ -19,18 +19,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from launchkit import catalogue
 from loadtests.target import LocalDemo, free_port
 from stream.recorder import BACKLOG_LIMIT_BYTES
-from tests.conftest import METRICS_TOKEN, fetch, fetch_metrics, require, wait_for
-from tests.faults.conftest import OPS_AUTH, go_live, start_origin
-from tests.stream.test_recorder import fill, tiny_disk
+from tests.support.client import fetch, fetch_metrics, wait_for
+from tests.support.disk import fill, tiny_disk
+from tests.support.environment import METRICS_TOKEN
+from tests.support.faults import OPS_AUTH, go_live, start_origin
+from tests.support.prometheus import start_prometheus
 
 pytestmark = pytest.mark.faults
 
-PROMETHEUS = "/usr/bin/prometheus"
 LABELS = {"namespace": "faults", "event": "disk-full", "component": "origin", "pod": "origin-0"}
 ALERT = "LaunchkitRecorderFailing"
 FULL_FOR_AT_MOST = 50.0  # seconds: the alert's `for` (30 s) plus scrapes and evaluations, with room
@@ -68,11 +68,10 @@ def ops_event(url: str, action: str) -> dict:
         return json.loads(response.read())
 
 
-def start_prometheus(tmp_path: Path, origin_port: int) -> tuple[subprocess.Popen, str]:
+def prometheus_config(origin_port: int) -> dict:
     """Prometheus scraping the origin every second (with the metrics token, labelled as the
     ServiceMonitor labels it) and evaluating the real alert rules every second."""
-    require(PROMETHEUS)
-    config = {
+    return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(catalogue.ALERTS)],
         "scrape_configs": [{
@@ -81,14 +80,6 @@ def start_prometheus(tmp_path: Path, origin_port: int) -> tuple[subprocess.Popen
             "static_configs": [{"targets": [f"127.0.0.1:{origin_port}"], "labels": LABELS}],
         }],
     }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"),
-    )
-    return process, f"http://127.0.0.1:{port}"
 
 
 def prometheus_api(base: str, path: str, **query: str) -> dict:
@@ -140,7 +131,7 @@ def test_disk_full_under_the_recorder(tmp_path):
     port = free_port()
     recording = tmp_path / "data" / "recording"
     with tiny_disk(recording, 8 * 1024) as disk:
-        prometheus, prometheus_url = start_prometheus(tmp_path, port)
+        prometheus, prometheus_url = start_prometheus(tmp_path, prometheus_config(port))
         origin: LocalDemo | None = None
         try:
             origin = start_origin(tmp_path, port)

@@ -26,9 +26,8 @@ import pytest
 from yarl import URL
 
 from loadtests.player import Player, PlayerConfig, ViewerResult, summarize
-from loadtests.target import free_port, start_demo
-from tests.faults.conftest import ADMISSION_SECRET, LADDER, sigkill
-from tests.stream.relay.harness import start_edge, stop_all
+from loadtests.target import free_port, start_demo, start_edge, stop_all
+from tests.support.faults import ADMISSION_SECRET, LADDER, sigkill
 
 pytestmark = pytest.mark.faults
 

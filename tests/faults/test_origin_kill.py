@@ -15,9 +15,8 @@ import time
 import pytest
 
 from loadtests.player import PlayerConfig, Swarm
-from loadtests.target import free_port
-from tests.faults.conftest import figures, go_live, sigkill, start_origin
-from tests.stream.relay.harness import start_edge, stop_all
+from loadtests.target import free_port, start_edge, stop_all
+from tests.support.faults import figures, go_live, sigkill, start_origin
 
 pytestmark = pytest.mark.faults
 

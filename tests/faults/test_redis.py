@@ -28,9 +28,8 @@ import aiohttp
 import pytest
 
 from loadtests.player import PlayerConfig, Swarm
-from loadtests.target import free_port
-from tests.faults.conftest import ADMISSION_SECRET, OPS_AUTH, figures, go_live, start_origin
-from tests.stream.relay.harness import start_edge, stop_all
+from loadtests.target import free_port, start_edge, stop_all
+from tests.support.faults import ADMISSION_SECRET, OPS_AUTH, figures, go_live, start_origin
 
 pytestmark = pytest.mark.faults
 

@@ -31,9 +31,8 @@ from aiohttp import web
 
 from launchkit.web import limits
 from loadtests.player import PlayerConfig, Swarm, percentiles
-from loadtests.target import LocalDemo, start_demo
-from tests.faults.conftest import LADDER, figures, open_files_soft_limit
-from tests.stream.relay.harness import start_edge, stop_all
+from loadtests.target import LocalDemo, start_demo, start_edge, stop_all
+from tests.support.faults import LADDER, figures, open_files_soft_limit
 
 pytestmark = pytest.mark.faults
 
@@ -270,7 +269,7 @@ async def test_connections_that_never_complete_their_headers_are_closed_after_th
 
 
 def test_the_demo_and_the_edge_raise_their_own_open_file_limit(low_limit_demo, tmp_path):
-    """Wired at startup (launchkit/server.py, launchkit/edge.py): started at 1024, they run with the hard limit."""
+    """Wired at startup (launchkit/serve/lifecycle.py, for both roles): started at 1024, they run with the hard limit."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     expected = min(hard, limits.MAX_OPEN_FILES)
     with open_files_soft_limit(COMMON_SOFT_LIMIT):

@@ -10,9 +10,8 @@ import time
 import aiohttp
 
 from loadtests.player import PlayerConfig, Swarm
-from loadtests.target import start_demo
-from tests.k8s.conftest import LADDER
-from tests.stream.relay.harness import start_edge, stop_all
+from loadtests.target import start_demo, start_edge, stop_all
+from tests.support.k8s import LADDER
 
 DRAIN_SECONDS = 6.0
 

@@ -39,19 +39,19 @@ from aiohttp import web
 
 from launchkit.admission import SECRET_ENV, Admission
 from launchkit.admission.settings import from_options as admission_settings
-from launchkit.app import create_app
 from launchkit.auth import ENV as TOKEN_ENV
 from launchkit.auth import Tokens, check_token
 from launchkit.config import Config
-from launchkit.edge import EdgeSettings, create_edge_app
+from launchkit.edge.app import create_edge_app
+from launchkit.edge.settings import EdgeSettings
+from launchkit.origin.app import create_app
 from launchkit.wall.service import Wall, WallSettings
 from launchkit.web.clients import parse_networks
-from loadtests.target import LocalDemo, free_port, start_launchkit
+from launchkit.webrtc.turn import SECRET_ENV as TURN_SECRET_ENV
+from loadtests.target import LocalDemo, free_port, start_launchkit, stop_all
 from stream.ladder import Rendition
-from stream.webrtc.turn import SECRET_ENV as TURN_SECRET_ENV
-from tests.conftest import fetch
-from tests.k8s.conftest import K8S, OVERLAYS, by_kind_and_name, kustomize, render
-from tests.stream.relay.harness import stop_all
+from tests.support.client import fetch
+from tests.support.k8s import K8S, OVERLAYS, by_kind_and_name, kustomize, render
 
 # What only operators and their tools use: the ops host sends exactly these origin routes to the origin.
 OPERATOR_ROUTES = frozenset({
@@ -574,7 +574,7 @@ def test_the_rendered_origin_edge_and_redis_carry_questions_feed_and_metrics(tmp
     origin_port = free_port()
     services = {"origin:8080": f"127.0.0.1:{origin_port}", "redis:6379": f"127.0.0.1:{own_redis.port}"}
     for variable in [name for name in os.environ if name.startswith("LAUNCHKIT_")]:
-        monkeypatch.delenv(variable)  # only what the manifests give (tests/conftest.py sets some for every server)
+        monkeypatch.delenv(variable)  # only what the manifests give (tests/support/environment.py sets some for every server)
     # Not the pod's: where to listen and keep data on a shared machine (RTMP/SRT ports off: fixed ports
     # would collide), a small ladder, 127.0.0.1 as the only ICE address, and a short drain.
     local = {"LAUNCHKIT_HOST": "127.0.0.1", "LAUNCHKIT_DATA_DIR": str(tmp_path / "data"), "LAUNCHKIT_RTMP_PORT": "off",

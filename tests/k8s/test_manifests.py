@@ -13,9 +13,9 @@ from launchkit import plan
 from launchkit.admission import SECRET_ENV
 from launchkit.auth import ENV as TOKEN_ENV
 from launchkit.config import EDGE_ONLY_OPTIONS, ORIGIN_OPTIONS, env_name
-from stream.webrtc.ice import ADDRESSES_ENV
-from stream.webrtc.turn import SECRET_ENV as TURN_SECRET_ENV
-from tests.k8s.conftest import K8S, OVERLAYS, by_kind_and_name, render
+from launchkit.webrtc.ice import ADDRESSES_ENV
+from launchkit.webrtc.turn import SECRET_ENV as TURN_SECRET_ENV
+from tests.support.k8s import K8S, OVERLAYS, by_kind_and_name, render
 
 KUBERNETES_VERSION = "1.32.0"  # the kubectl here; the sleep preStop action needs >= 1.30
 # Kinds kubernetes-validate has no schema for (CRDs): checked structurally below.

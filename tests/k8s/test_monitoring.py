@@ -20,14 +20,13 @@ import yaml
 
 from launchkit import catalogue
 from loadtests.player import PlayerConfig, Swarm
-from loadtests.target import free_port
-from tests.conftest import METRICS_AUTH, METRICS_TOKEN
-from tests.k8s.conftest import OPS_TOKEN
-from tests.stream.relay.harness import http_status
+from loadtests.target import http_status
+from tests.support.environment import METRICS_AUTH, METRICS_TOKEN
+from tests.support.k8s import OPS_TOKEN
+from tests.support.prometheus import start_prometheus
 
 MONITORING = catalogue.MONITORING
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 SCRAPE_SECONDS = 28
 LABELS = {"namespace": "ci", "event": "rehearsal"}
 
@@ -93,7 +92,7 @@ def test_probes_answer_on_a_running_origin_and_edge(stack):
             assert http_status(f"{server.url}{path}") == 200, (server.url, path)
 
 
-def scrape_config(tmp_path: Path, origin: str, edge: str) -> Path:
+def scrape_config(origin: str, edge: str) -> dict:
     """What the Prometheus Operator makes of the ServiceMonitor's endpoint (path, bearer authorization
     from the Secret: here the metrics token every test server has), with static targets."""
     def target(url: str, component: str) -> dict:
@@ -104,10 +103,7 @@ def scrape_config(tmp_path: Path, origin: str, edge: str) -> Path:
     job = {"job_name": "launchkit", "metrics_path": endpoint["path"],
            "authorization": {"type": endpoint["authorization"]["type"], "credentials": METRICS_TOKEN},
            "static_configs": [target(origin, "origin"), target(edge, "edge")]}
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "scrape_configs": [job]}
-    path = tmp_path / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "scrape_configs": [job]}
 
 
 def query(base: str, expression: str) -> list[dict]:
@@ -174,12 +170,7 @@ async def player_and_wall_traffic(origin: str, edge: str) -> None:
 def test_prometheus_scrapes_origin_and_edge_and_every_panel_has_data(stack, tmp_path):
     origin, edge = stack
     exported = set()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={scrape_config(tmp_path, origin.url, edge.url)}",
-         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"))
+    process, base = start_prometheus(tmp_path, scrape_config(origin.url, edge.url))
     try:
         deadline = time.monotonic() + 20
         # Ready, and both targets scraped once (Prometheus applies discovered targets every 5 s): the

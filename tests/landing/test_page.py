@@ -3,35 +3,31 @@
 
 The module walks one event through its life, so its tests run in file order: scheduled (countdown,
 HTML, caching, wall Q&A), live (player, embed on another origin, QoE beacons), ended (replay).
-Screenshots of each state at phone and desktop size are taken on every run; `make screenshots`
-writes them to docs/screenshots/ (shown in the README), other runs to a temporary directory, so that
-a test run leaves the tree as it found it.
+Screenshots of each state at phone and desktop size are written to tests/artifacts/screenshots/;
+`make screenshots` writes them to docs/screenshots/ (shown in the README) instead.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import html5lib
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.target import free_port, start_launchkit
-from tests.conftest import fetch, fetch_metrics
+from tests.support.artifacts import screenshots_dir
+from tests.support.client import fetch, fetch_metrics
 
 pytestmark = pytest.mark.browser
 
 OPS_TOKEN = "page-test-ops-token-0123456789"
 PUBLISH_TOKEN = "page-test-publish-token-0123456789"
-SCREENSHOTS = Path(os.environ.get("LAUNCHKIT_SCREENSHOTS") or tempfile.mkdtemp(prefix="launchkit-screenshots-"))
 SIZES = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1440, "height": 900}}
 AGENDA = {
     "speakers": [{"name": "Ada Lovelace", "role": "CEO, Example Telecom"},
@@ -100,7 +96,7 @@ def shoot(browser, url: str, state: str, ready: str) -> None:
         page.wait_for_function(ready, timeout=20_000)
         page.wait_for_function("() => window.launchkitWall && window.launchkitWall.connected", timeout=5_000)
         time.sleep(0.3)  # the wall's first render and the countdown tick
-        page.screenshot(path=SCREENSHOTS / f"{state}-{size}.png")
+        page.screenshot(path=screenshots_dir() / f"{state}-{size}.png")
         page.close()
         assert errors == [], errors
 

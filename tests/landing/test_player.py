@@ -8,7 +8,7 @@ import pytest
 
 from loadtests.browser import PLAYER_STATE
 from loadtests.target import start_demo
-from tests.conftest import ARTIFACTS
+from tests.support.artifacts import artifact
 
 pytestmark = pytest.mark.browser
 
@@ -26,8 +26,7 @@ def test_landing_page_plays_the_live_stream(demo, browser):
     while time.monotonic() < deadline and state["time"] - start["time"] < 5.0:
         time.sleep(0.25)
         state = page.evaluate(PLAYER_STATE)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "landing.png")
+    page.screenshot(path=artifact("landing.png"))
     assert state["time"] - start["time"] >= 5.0, state
     assert state["errors"] == [] and state["error"] is None, state
     assert state["engine"] == "hls.js" and state["width"] == 1280 and state["frames"] > 100

@@ -16,8 +16,7 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS, PLAYER_STATE
-from loadtests.target import free_port, start_demo
-from tests.stream.relay.harness import start_edge, stop_all
+from loadtests.target import free_port, start_demo, start_edge, stop_all
 
 pytestmark = pytest.mark.browser
 

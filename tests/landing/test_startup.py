@@ -27,7 +27,7 @@ import secrets
 
 import pytest
 
-from stream.webrtc.turn import SECRET_ENV
+from launchkit.webrtc.turn import SECRET_ENV
 from tests.stream.webrtc.coturn import start_coturn
 from tests.stream.webrtc.whep_scenario import ORIGIN
 from tests.support.netns import Topology, dropped_udp_packets, two_namespaces

@@ -33,7 +33,7 @@ from launchkit.admission.capacity import LoopLagMonitor
 from launchkit.admission.line import HeldLine, Waiter
 from launchkit.admission.state import Decision, LocalQueue
 from launchkit.admission.tickets import TicketSigner, bind, new_client_key
-from tests.conftest import RedisProcess
+from loadtests.target import RedisProcess
 
 KEYS = [b"test-admission-secret-0123456789"]
 # The lag guard is tested on its own; elsewhere it is off so a busy CI machine cannot flip results.

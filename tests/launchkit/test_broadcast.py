@@ -12,7 +12,7 @@ from playwright.sync_api import sync_playwright
 
 from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS, PLAYER_STATE
 from loadtests.target import LocalDemo, free_port, start_launchkit
-from tests.conftest import fetch, fetch_metrics, wait_for
+from tests.support.client import fetch, fetch_metrics, wait_for
 
 PUBLISH, OPS = "publish-token-for-tests", "ops-token-for-the-tests"
 ENV = {"LAUNCHKIT_PUBLISH_TOKEN": PUBLISH, "LAUNCHKIT_OPS_TOKEN": OPS}

@@ -12,7 +12,7 @@ import pytest
 
 from launchkit.config import DEMO_OPTIONS, EDGE_OPTIONS, ORIGIN_OPTIONS, env_name
 from loadtests.target import launchkit_command, start_demo
-from tests.conftest import fetch
+from tests.support.client import fetch
 
 SMALL = ("--ladder", "180p:320x180:300", "--fps", "15", "--segment-duration", "1")
 

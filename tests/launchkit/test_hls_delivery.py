@@ -8,7 +8,7 @@ import subprocess
 import time
 from datetime import datetime
 
-from tests.conftest import fetch
+from tests.support.client import fetch
 
 
 def _media_playlist(demo) -> tuple[str, str]:

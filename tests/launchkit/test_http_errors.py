@@ -9,12 +9,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from launchkit.app import create_app
 from launchkit.auth import Tokens
 from launchkit.config import Config
+from launchkit.origin.app import create_app
 from launchkit.web import middleware
 from stream.ladder import Rendition
-from tests.conftest import raw_get
+from tests.support.bad_urls import bad_media_targets
+from tests.support.client import raw_get
 
 _file_access: list[tuple] = []
 _watching = threading.Event()
@@ -27,20 +28,12 @@ def _audit(event: str, args: tuple) -> None:
 
 sys.addaudithook(_audit)
 
+# The corpus both roles share, and names that are well formed but name nothing this origin made.
 BAD_TARGETS = [
-    "/hls/../../etc/passwd",
-    "/hls/%2e%2e/%2e%2e/etc/passwd",
-    "/hls/180p/..%2f..%2fetc%2fpasswd",
-    "/hls/180p/%2e%2e%2finit.mp4",
-    "/hls/..%2f/index.m3u8",
-    "/hls/180p/" + "9" * 300 + ".m4s",
-    "/hls/" + "a" * 300 + "/index.m3u8",
-    "/hls/180p/%C3%BC.m4s",
-    "/hls/%C3%BC/index.m3u8",
+    *bad_media_targets("180p"),
     "/hls/180p/123.m4s",
     "/hls/180p/init-000000000000.mp4",
     "/hls/720p/index.m3u8",
-    "/hls/180p/index.m3u8%00.m4s",
 ]
 
 

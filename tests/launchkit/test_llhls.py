@@ -13,13 +13,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from playwright.sync_api import sync_playwright
 
-from launchkit.app import SERVICES, create_app
 from launchkit.auth import Tokens
 from launchkit.config import Config
+from launchkit.origin.app import MEDIA, create_app
 from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS, PLAYER_STATE
 from loadtests.target import start_demo
 from stream.ladder import Rendition
-from tests.conftest import fetch
+from tests.support.client import fetch
 
 PART = 0.5  # the default part duration at 30 fps with 2 s segments
 
@@ -113,9 +113,9 @@ async def test_a_stalled_stream_answers_503_within_three_target_durations():
         while (await client.get("/readyz")).status != 200:
             assert time.monotonic() < deadline, "no media"
             await asyncio.sleep(0.2)
-        services = client.server.app[SERVICES]
-        await asyncio.to_thread(services.pipeline.stop, 1.0)
-        rendition = services.pipeline.hls.renditions["180p"]
+        media = client.server.app[MEDIA]
+        await asyncio.to_thread(media.pipeline.stop, 1.0)
+        rendition = media.pipeline.hls.renditions["180p"]
         last = rendition.last_part
         started = time.monotonic()
         response, hinted = await asyncio.gather(

@@ -7,7 +7,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import fetch, fetch_metrics
+from tests.support.client import fetch, fetch_metrics
 
 REQUIRED = {
     "launchkit_encoder_frames": "counter",

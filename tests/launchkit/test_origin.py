@@ -11,10 +11,10 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from launchkit.app import create_app
 from launchkit.auth import Tokens
 from launchkit.config import Config
 from launchkit.event import EventStore, State, TransitionError
+from launchkit.origin.app import create_app
 from loadtests.target import launchkit_command, start_launchkit
 from stream.ladder import Rendition
 

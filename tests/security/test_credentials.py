@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.target import launchkit_command, start_launchkit
-from tests.conftest import METRICS_AUTH, METRICS_TOKEN, fetch, fetch_metrics
-from tests.security.conftest import assert_no_traceback
-from tests.stream.relay.harness import stop_all
+from loadtests.target import launchkit_command, start_launchkit, stop_all
+from tests.support.client import fetch, fetch_metrics
+from tests.support.environment import METRICS_AUTH, METRICS_TOKEN
+from tests.support.logs import assert_no_traceback
 
 pytestmark = pytest.mark.security
 

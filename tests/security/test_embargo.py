@@ -18,13 +18,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from launchkit.auth import FailedCredentials, Tokens
 from launchkit.web import middleware
 from launchkit.web.credentials import edge_credential
-from loadtests.target import start_launchkit
+from launchkit.webrtc.feed import FeedServer
+from loadtests.target import start_edge, start_launchkit, stop_all
 from stream.bus import PacketBus
 from stream.webrtc.feed import PATH as FEED
-from stream.webrtc.feed import FeedServer
-from tests.conftest import EDGE_TOKEN, fetch, fetch_metrics
-from tests.security.conftest import assert_no_traceback
-from tests.stream.relay.harness import start_edge, stop_all
+from tests.support.client import fetch, fetch_metrics
+from tests.support.environment import EDGE_TOKEN
+from tests.support.logs import assert_no_traceback
 
 pytestmark = pytest.mark.security
 

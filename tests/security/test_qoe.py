@@ -1,6 +1,6 @@
 """Attacks and faults on QoE beacons (`POST /api/qoe`, issue #12 items 4, 6 and 10).
 
-The beacons are served the way launchkit/app.py and launchkit/edge.py serve them: a real aiohttp
+The beacons are served the way launchkit/origin/app.py and launchkit/edge/app.py serve them: a real aiohttp
 server on 127.0.0.1 with the TrustedProxies middleware (here trusting 127.0.0.2, the "ingress")
 and the kit's `observe` middleware. Requests are sent byte for byte where the bytes matter.
 """
@@ -22,7 +22,7 @@ from launchkit.qoe import QoeBeacons
 from launchkit.web import middleware
 from launchkit.web.clients import TrustedProxies, parse_networks
 from launchkit.web.ratelimit import Limit
-from tests.security.conftest import assert_no_traceback
+from tests.support.logs import assert_no_traceback
 
 pytestmark = pytest.mark.security
 

@@ -32,9 +32,9 @@ from pathlib import Path
 import pytest
 
 from loadtests.target import LocalDemo, free_port, start_launchkit
-from tests.conftest import fetch_metrics
-from tests.security.conftest import assert_no_traceback
-from tests.stream.ingest.test_rtmp import command, connect, message, set_chunk_size
+from tests.support.client import fetch_metrics
+from tests.support.logs import assert_no_traceback
+from tests.support.rtmp import command, connect, message, set_chunk_size
 
 pytestmark = pytest.mark.security
 

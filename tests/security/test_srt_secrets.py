@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from loadtests.target import LocalDemo, free_port, start_launchkit
-from tests.conftest import fetch_metrics, wait_for
-from tests.security.conftest import assert_no_traceback
+from tests.support.client import fetch_metrics, wait_for
+from tests.support.logs import assert_no_traceback
 
 pytestmark = pytest.mark.security
 

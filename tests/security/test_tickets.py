@@ -11,10 +11,9 @@ import urllib.request
 import pytest
 
 from launchkit.admission.tickets import new_client_key
-from loadtests.target import start_demo
-from tests.conftest import fetch, fetch_metrics
-from tests.security.conftest import assert_no_traceback
-from tests.stream.relay.harness import stop_all
+from loadtests.target import start_demo, stop_all
+from tests.support.client import fetch, fetch_metrics
+from tests.support.logs import assert_no_traceback
 
 pytestmark = pytest.mark.security
 

@@ -37,10 +37,10 @@ from launchkit.web.clients import parse_networks
 from launchkit.web.credentials import require_bearer
 from launchkit.web.ratelimit import Limit
 from loadtests.target import start_demo
-from tests.conftest import fetch_metrics
-from tests.security.conftest import assert_no_traceback
-from tests.wall.conftest import TOKENS, post, serve, settings
-from tests.wall.test_connectors import RSS, errors, mastodon_server, stored
+from tests.support.client import fetch_metrics
+from tests.support.feeds import RSS, errors, mastodon_server, stored
+from tests.support.logs import assert_no_traceback
+from tests.support.wall import TOKENS, post, serve, settings
 
 pytestmark = pytest.mark.security
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.security.conftest import assert_no_traceback
 from tests.stream.webrtc.whep_scenario import MODULE, ORIGIN
+from tests.support.logs import assert_no_traceback
 from tests.support.netns import two_namespaces
 
 pytestmark = pytest.mark.security

@@ -1,7 +1,7 @@
 from fractions import Fraction
 
 from stream.codecs.h264 import NAL_PPS, NAL_SPS, nal_type, split_annexb
-from tests.stream.conftest import FPS, encode_lavfi, seconds
+from tests.support.media import FPS, encode_lavfi, seconds
 
 
 def test_keyframes_exactly_on_segment_boundaries(encoded):

@@ -10,7 +10,6 @@ bound, one log line says writes fail and one says they resume (with the missing 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -24,12 +23,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+import launchkit.metrics  # noqa: F401  (installs the Prometheus telemetry these tests read back)
 from stream.packager import cmaf
 from stream.packager.hls import RenditionInfo, RenditionPackager, Segment
 from stream.recorder import MAX_MARKED_GAP_SECONDS, RecordedSegment, Recorder, vod_playlist
-from tests.stream.conftest import encode_lavfi
-
-PAGE = 4096  # tmpfs allocates whole pages
+from tests.support.disk import PAGE, fill, tiny_disk
+from tests.support.media import encode_lavfi
 
 
 @pytest.fixture(scope="module")
@@ -47,33 +46,6 @@ def media() -> tuple[RenditionPackager, list[Segment]]:
         rendition.on_packet(packet)
     assert len(segments) >= 11
     return rendition, segments
-
-
-@contextlib.contextmanager
-def tiny_disk(path: Path, kib: int) -> Iterator[Path]:
-    """A tmpfs of `kib` KiB at `path`: it really fills up (ENOSPC), and is gone afterwards."""
-    if os.geteuid() != 0:
-        pytest.fail("mounting a tmpfs needs root (the test machine runs the suite as root)", pytrace=False)
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
-
-
-def fill(disk: Path) -> Path:
-    """Take every free page of `disk` with a ballast file (unbuffered: each write either fits or fails)."""
-    ballast = disk / "ballast"
-    with open(ballast, "wb", buffering=0) as file:
-        for _ in range(100_000):  # bounded: the disks here are a few MiB at most
-            try:
-                file.write(bytes(PAGE))
-            except OSError as error:
-                assert error.errno == errno.ENOSPC
-                break
-    assert os.statvfs(disk).f_bavail == 0
-    return ballast
 
 
 def sample(name: str, **labels: str) -> float:

@@ -61,8 +61,7 @@ from typing import Any
 import pytest
 
 from loadtests.browser import CHROMIUM
-from loadtests.target import LocalDemo, start_launchkit
-from tests.stream.relay.harness import start_edge
+from loadtests.target import LocalDemo, start_edge, start_launchkit
 
 ROOT = Path(__file__).parents[2]
 TOPOLOGY_ENV = "LAUNCHKIT_TEST_TOPOLOGY"  # how a scenario learns the topology it runs in
@@ -114,7 +113,7 @@ class Topology:
         return self.start_launchkit("demo", *args, **kwargs)
 
     def start_edge(self, origin_url: str, **settings: object) -> LocalDemo:
-        """An edge process (tests/stream/relay/harness.py) in the server namespace, beside the origin."""
+        """An edge process (loadtests/target.py `start_edge`) in the server namespace, beside the origin."""
         edge = start_edge(origin_url, self.directory, namespace=self.server, host=self.server_ip, **settings)
         self.servers.append(edge)
         return edge

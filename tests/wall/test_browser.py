@@ -10,7 +10,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from loadtests.browser import CHROMIUM, CHROMIUM_FLAGS
-from tests.wall.conftest import act, post, serve, settings
+from tests.support.wall import act, post, serve, settings
 
 pytestmark = pytest.mark.browser
 INJECTED = '<img src=x onerror="window.__xss = 1"><script>window.__xss = 2</script>'

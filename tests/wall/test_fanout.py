@@ -8,7 +8,7 @@ import time
 
 import aiohttp
 
-from tests.wall.conftest import act, post, queue, serve, settings, sse
+from tests.support.wall import act, post, queue, serve, settings, sse
 
 
 def redis_settings(redis, tmp_path=None, **changes):

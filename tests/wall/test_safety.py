@@ -13,8 +13,8 @@ from launchkit.wall.connectors.mastodon import MastodonConnector, TagTimeline
 from launchkit.wall.connectors.rss import FeedItem, _item
 from launchkit.wall.connectors.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from launchkit.wall.posts import Candidate, Kind
-from tests.wall.conftest import queue, serve, settings, sse
-from tests.wall.test_connectors import mastodon_server, status
+from tests.support.feeds import mastodon_server, status
+from tests.support.wall import queue, serve, settings, sse
 
 SECRET = "webhook-secret-for-tests"
 CORPUS = [

@@ -10,7 +10,7 @@ from dataclasses import replace
 import aiohttp
 
 from launchkit.wall.sse import StreamSettings
-from tests.wall.conftest import act, post, queue, serve, settings, sse
+from tests.support.wall import act, post, queue, serve, settings, sse
 
 
 async def test_question_is_moderated_delivered_kept_and_resumed(tmp_path):

@@ -23,83 +23,24 @@ import pytest
 from prometheus_client import REGISTRY
 
 from launchkit.auth import FailedCredentials, Tokens, address_group, generate_token
+from launchkit.origin.rtmp_access import CONNECTIONS_PER_ADDRESS, RtmpPublishers
 from launchkit.web.ratelimit import Limit
-from stream.ingest.rtmp import (
-    COMMAND_AMF0,
-    CONNECTIONS_PER_ADDRESS,
-    HANDSHAKE_PACKET_SIZE,
-    MAX_MESSAGE_SIZE,
-    MAX_NEGOTIATION_READS,
-    MAX_PENDING,
-    MAX_PENDING_PER_ADDRESS,
-    PREPUBLISH_BYTES,
-    SET_CHUNK_SIZE,
-    PublishGate,
-    PublishRequest,
-    Refused,
-    RtmpIngest,
-)
+from stream.ingest.rtmp.chunk import MAX_MESSAGE_SIZE
+from stream.ingest.rtmp.gate import PREPUBLISH_BYTES, PublishGate, PublishRequest
+from stream.ingest.rtmp.handshake import HANDSHAKE_PACKET_SIZE
+from stream.ingest.rtmp.message import COMMAND_AMF0
+from stream.ingest.rtmp.refusal import Refused
+from stream.ingest.rtmp.server import MAX_NEGOTIATION_READS, MAX_PENDING, MAX_PENDING_PER_ADDRESS, RtmpIngest
 from stream.program import Program
 from stream.source import CapturedFrame
+from tests.support.rtmp import amf0, command, connect, message, set_chunk_size
 
 WIDTH, HEIGHT, FPS = 320, 180, 15
 TOKEN = generate_token()
 VIDEO_MESSAGE = 9
 USER_CONTROL, WINDOW_ACK_SIZE = 4, 5
 
-# --- building RTMP by hand -------------------------------------------------------------------
-
-
-def amf0(*values: object) -> bytes:
-    out = b""
-    for value in values:
-        if value is None:
-            out += b"\x05"
-        elif isinstance(value, str):
-            out += b"\x02" + struct.pack(">H", len(value.encode())) + value.encode()
-        elif isinstance(value, (int, float)):
-            out += b"\x00" + struct.pack(">d", value)
-        elif isinstance(value, dict):
-            out += b"\x03"
-            for name, item in value.items():
-                out += struct.pack(">H", len(name)) + name.encode() + amf0(item)
-            out += b"\x00\x00\x09"
-    return out
-
-
-def basic_header(fmt: int, chunk_stream_id: int) -> bytes:
-    if chunk_stream_id < 64:
-        return bytes([fmt << 6 | chunk_stream_id])
-    if chunk_stream_id < 320:
-        return bytes([fmt << 6, chunk_stream_id - 64])
-    return bytes([fmt << 6 | 1, (chunk_stream_id - 64) & 0xFF, (chunk_stream_id - 64) >> 8])
-
-
-def message(chunk_stream_id: int, type_id: int, payload: bytes, chunk_size: int = 128, timestamp: int = 0) -> bytes:
-    """One message as a type 0 chunk and type 3 continuations, extended timestamps as librtmp and FFmpeg send them."""
-    extended = struct.pack(">I", timestamp) if timestamp >= 0xFFFFFF else b""
-    header = (min(timestamp, 0xFFFFFF).to_bytes(3) + len(payload).to_bytes(3) + bytes([type_id])
-              + struct.pack("<I", 0))
-    out = basic_header(0, chunk_stream_id) + header + extended + payload[:chunk_size]
-    for start in range(chunk_size, len(payload), chunk_size):
-        out += basic_header(3, chunk_stream_id) + extended + payload[start : start + chunk_size]
-    return out
-
-
-def command(name: str, *arguments: object, chunk_stream_id: int = 3, chunk_size: int = 128, timestamp: int = 0,
-            command_object: object = None) -> bytes:
-    return message(chunk_stream_id, COMMAND_AMF0, amf0(name, 1, command_object, *arguments), chunk_size, timestamp)
-
-
-def connect(app: str = "live", timestamp: int = 0) -> bytes:
-    # Padded like a real client's connect so that it spans several chunks.
-    return command("connect", command_object={"app": app, "type": "nonprivate", "flashVer": "FMLE/3.0",
-                                               "tcUrl": f"rtmp://127.0.0.1/{app}", "swfUrl": "x" * 100},
-                   timestamp=timestamp)
-
-
-def set_chunk_size(size: int) -> bytes:
-    return message(2, SET_CHUNK_SIZE, struct.pack(">I", size))
+# --- a publisher's session, built by hand (tests/support/rtmp.py) ---------------------------
 
 
 def obs_like_session(key: str = TOKEN, app: str = "live") -> bytes:
@@ -256,7 +197,7 @@ def program(captured):
 
 @pytest.fixture
 async def ingest(program):
-    ingest = RtmpIngest(program, Tokens(TOKEN, generate_token()), "127.0.0.1", 0)
+    ingest = RtmpIngest(program, RtmpPublishers(Tokens(TOKEN, generate_token()), FailedCredentials()), "127.0.0.1", 0)
     await ingest.start()
     yield ingest
     await ingest.stop()
@@ -468,7 +409,7 @@ async def test_stop_with_a_live_publisher_returns_quickly_and_leaves_no_thread(i
 
 
 async def test_a_busy_port_fails_start_with_a_clear_message(ingest, program):
-    taken = RtmpIngest(program, Tokens(TOKEN, "ops"), "127.0.0.1", ingest.port)
+    taken = RtmpIngest(program, RtmpPublishers(Tokens(TOKEN, "ops"), FailedCredentials()), "127.0.0.1", ingest.port)
     with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{ingest.port}"):
         await taken.start()
 
@@ -584,7 +525,7 @@ async def wrong_key_attempt(ingest: RtmpIngest, source: str, key: str) -> tuple[
 
 async def test_wrong_keys_are_answered_late_and_then_locked_out_before_a_thread(ingest, program, caplog):
     caplog.set_level(logging.DEBUG)
-    ingest.failures = FailedCredentials(Limit(per_minute=1, burst=2), delay=0.5)
+    ingest.access.failures = FailedCredentials(Limit(per_minute=1, burst=2), delay=0.5)
     wrong = "wrong-key-" + generate_token()
     opened_before = await open_rtmp(ingest, handshake=True, source="127.0.0.2")
     for _ in range(2):

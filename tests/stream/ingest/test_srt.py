@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+import launchkit.metrics  # noqa: F401  (installs the Prometheus telemetry these tests read back)
 from stream.ingest.srt import LISTENER, SrtIngest
 from stream.program import Program
 from stream.source import CapturedFrame

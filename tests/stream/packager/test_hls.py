@@ -14,7 +14,7 @@ from stream.packager.hls import (
     default_part_duration,
     part_frames,
 )
-from tests.stream.conftest import encode_lavfi
+from tests.support.media import encode_lavfi
 
 FIRST = math.floor(1_700_000_000 / 1.0)  # encode_lavfi's wall clock starts here
 

@@ -101,15 +101,25 @@ def start_coturn(address: str, secret: str, directory: Path, *, port: int = PORT
         process = subprocess.Popen([*prefix, binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
     coturn = Coturn(process, address, port, tls_port if tls else None, log_path)
-    deadline = time.monotonic() + READY_TIMEOUT
+    problem = wait_listening(process, log_path, address, [port, tls_port] if tls else [port], namespace)
+    if problem is not None:
+        coturn.stop()
+        pytest.fail(problem, pytrace=False)
+    return coturn
+
+
+def wait_listening(process: subprocess.Popen, log_path: Path, address: str, ports: list[int],
+                   namespace: str | None = None, timeout: float = READY_TIMEOUT) -> str | None:
+    """Poll a starting coturn until every TCP port of `ports` on `address` accepts (from inside
+    `namespace` when given): None then, otherwise why not (it exited, or `timeout` passed), with its log."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"turnserver exited with {process.returncode}:\n{coturn.log()[-3000:]}", pytrace=False)
-        if within_namespace(namespace, lambda: _accepts(address, port) and (not tls or _accepts(address, tls_port))):
-            return coturn
+            return f"turnserver exited with {process.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}"
+        if within_namespace(namespace, lambda: all(_accepts(address, port) for port in ports)):
+            return None
         time.sleep(0.05)
-    coturn.stop()
-    pytest.fail(f"turnserver did not listen within {READY_TIMEOUT:g} s:\n{coturn.log()[-3000:]}", pytrace=False)
+    return f"turnserver did not listen on {ports} within {timeout:g} s:\n{log_path.read_text(errors='replace')[-3000:]}"
 
 
 def _accepts(address: str, port: int) -> bool:

@@ -43,14 +43,14 @@ from av.video.frame import PictureType
 from playwright.async_api import Browser, Page, async_playwright
 
 from landing.app import STATIC_DIR
-from launchkit.app import SERVICES, create_app
 from launchkit.auth import FailedCredentials, Tokens
 from launchkit.config import Config
+from launchkit.origin.app import MEDIA, create_app
+from launchkit.webrtc.ice import IceSettings
+from launchkit.webrtc.whip import WhipEndpoint
 from loadtests.browser import CHROMIUM_FLAGS, FAKE_CAMERA_FLAGS
 from stream.ladder import Rendition
 from stream.program import Program, ProgramInput
-from stream.webrtc.ice import IceSettings
-from stream.webrtc.whip import WhipEndpoint
 from tests.stream.webrtc.coturn import self_signed_certificate
 from tests.support.netns import Topology, run_scenario_command
 
@@ -259,8 +259,8 @@ async def origin_whip(*codecs: str) -> dict[str, Any]:
     tokens = Tokens(TOKEN, "ops-token-0123456789abcdef")
     app = create_app(config, tokens, _server_ice(topology))
     runner, (url, _) = await _serve(app, topology.server_ip, _console_tls(topology))
-    program = app[SERVICES].pipeline.program
-    await app[SERVICES].events.apply("live")
+    program = app[MEDIA].pipeline.program
+    await app[MEDIA].events.apply("live")
     results: dict[str, Any] = {}
     try:
         async with async_playwright() as playwright:

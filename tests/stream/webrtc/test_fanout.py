@@ -13,12 +13,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCPeerConnection
 
+from launchkit.webrtc.ice import IceSettings
+from launchkit.webrtc.whep import WhepEndpoint
 from stream.bus import PacketBus
 from stream.packet import EncodedPacket
 from stream.webrtc import feed
 from stream.webrtc.fanout import MAX_QUEUED_VIDEO, SHARED_PACKETIZER, Fanout, packetize
-from stream.webrtc.ice import IceSettings
-from stream.webrtc.whep import WhepEndpoint
 
 IDR = b"\x00\x00\x00\x01\x67\x42\xc0\x1e\xda" + b"\x00\x00\x00\x01\x68\xce\x3c\x80" + b"\x00\x00\x00\x01\x65" + b"\x88" * 3000
 P_FRAME = b"\x00\x00\x00\x01\x41" + b"\x9a" * 500

@@ -14,14 +14,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from launchkit.config import ConfigError
+from launchkit.option_parsers import ConfigError
+from launchkit.webrtc.ice import IceSettings
+from launchkit.webrtc.turn import SECRET_ENV, TurnCredentials, ice_servers, turn_password
+from launchkit.webrtc.viewing import WebRtcViewing
 from stream.bus import PacketBus
-from stream.webrtc.ice import IceSettings
-from stream.webrtc.turn import SECRET_ENV, TurnCredentials, ice_servers, turn_password
-from stream.webrtc.viewing import WebRtcViewing
-from tests.k8s.conftest import by_kind_and_name, render
 from tests.stream.webrtc.scenario import run_in_private_network
 from tests.stream.webrtc.turn_scenario import MODULE
+from tests.support.k8s import by_kind_and_name, render
 
 SECRET = "b7f3c1e9a2d84f6a9c0e5b1d7a3f8e2c4b6d9a1f"
 URLS = ("turn:turn.example.org:3478?transport=tcp", "turns:turn.example.org:5349?transport=tcp")

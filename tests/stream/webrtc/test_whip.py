@@ -16,12 +16,13 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from launchkit.auth import FailedCredentials, Tokens
-from launchkit.config import ConfigError
+from launchkit.option_parsers import ConfigError
+from launchkit.webrtc import ice
+from launchkit.webrtc.ice import IceSettings
+from launchkit.webrtc.whip import WhipEndpoint
 from stream.program import Program, ProgramInput
 from stream.source import CapturedFrame
-from stream.webrtc import ice, session, whip
-from stream.webrtc.ice import IceSettings
-from stream.webrtc.whip import WhipEndpoint
+from stream.webrtc import session, whip
 
 TOKEN = "publish-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/sdp"}

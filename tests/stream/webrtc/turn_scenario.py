@@ -18,7 +18,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,13 +28,13 @@ import aiohttp
 from aioice import turn as aioice_turn
 from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection, RTCSessionDescription
 
-from loadtests.target import LocalDemo, start_demo
+from launchkit.webrtc.ice import IceSettings
+from launchkit.webrtc.turn import SECRET_ENV, TurnCredentials, ice_servers
+from loadtests.target import LocalDemo, start_demo, start_edge, stop_all
 from loadtests.whep import WhepResult, _count, install_counting_decoders, watch
-from stream.webrtc.ice import IceSettings
-from stream.webrtc.turn import SECRET_ENV, TurnCredentials, ice_servers
-from tests.stream.relay.harness import start_edge, stop_all
-from tests.stream.webrtc.coturn import Coturn, self_signed_certificate, start_coturn
+from tests.stream.webrtc.coturn import Coturn, self_signed_certificate, start_coturn, wait_listening
 from tests.stream.webrtc.scenario import main
+from tests.support.client import until_webrtc_available
 
 MODULE = "tests.stream.webrtc.turn_scenario"
 ADDRESS = "127.0.0.1"
@@ -172,16 +171,6 @@ async def _coturn_lines(coturn: Coturn, username: str, needle: str) -> list[str]
         await asyncio.sleep(0.1)
 
 
-async def _until_webrtc(session: aiohttp.ClientSession, url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        async with session.get(url + "/api/status") as response:
-            if (await response.json()).get("webrtc", {}).get("available"):
-                return
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"{url}: WebRTC never became available")
-
-
 async def turn_relay(seconds: str = "6") -> dict[str, Any]:
     """A viewer of the demo over TURN/TCP and one of an edge over TURN/TLS, relay only; then wrong,
     expired and foreign credentials, refused by coturn."""
@@ -201,8 +190,8 @@ async def turn_relay(seconds: str = "6") -> dict[str, Any]:
         origin = start_demo(*ORIGIN, "--turn-urls", ",".join(urls), env=env, log_dir=directory, ready_timeout=40)
         edge = await asyncio.to_thread(start_edge, origin.url, directory, max_webrtc_viewers=5, turn_urls=urls)
         async with aiohttp.ClientSession() as session:
-            await _until_webrtc(session, origin.url)
-            await _until_webrtc(session, edge.url)
+            await until_webrtc_available(session, origin.url, 20.0)
+            await until_webrtc_available(session, edge.url, 20.0)
             preflight = await _ice_options(session, origin.url, Origin="https://another-edge.example",
                                            **{"Access-Control-Request-Method": "POST"})
             # For comparison: a viewer with a host candidate of its own, no TURN.
@@ -253,7 +242,9 @@ async def rendered_coturn(spec_path: str) -> dict[str, Any]:
         process = subprocess.Popen(["sh", "-c", local(spec["script"])], stdout=log, stderr=subprocess.STDOUT,
                                    env={"PATH": os.environ["PATH"], "POD_IP": ADDRESS, SECRET_ENV: secret})
     try:
-        await _until_listening(process, log_path, spec["listening"])
+        problem = await asyncio.to_thread(wait_listening, process, log_path, ADDRESS, spec["listening"])
+        if problem is not None:
+            raise AssertionError(problem)
         turn = TurnCredentials.from_env(spec["turn_urls"], spec["ttl"], {SECRET_ENV: secret})
         assert turn is not None
         allocated = {str(server.urls): await _gather_with(server) for server in ice_servers([turn.link_header()])}
@@ -271,23 +262,6 @@ async def rendered_coturn(spec_path: str) -> dict[str, Any]:
             "foreign_refused_by_coturn": f"Cannot find credentials of user <{foreign.username}>" in log_text,
             "errors": [line for line in log_text.splitlines()  # the foreign credential's refusal aside
                        if re.search(r"ERROR|Bad configuration|Unknown", line) and foreign.username not in line]}
-
-
-async def _until_listening(process: subprocess.Popen, log_path: Path, ports: list[int]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"coturn exited with {process.returncode}: {log_path.read_text()[-3000:]}")
-        if all(_listens(port) for port in ports):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"coturn did not listen on {ports}: {log_path.read_text()[-3000:]}")
-
-
-def _listens(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex((ADDRESS, port)) == 0
 
 
 SCENARIOS = {"turn-relay": turn_relay, "rendered-coturn": rendered_coturn}

@@ -22,13 +22,14 @@ import aiohttp
 from playwright.async_api import Browser, Page, Playwright, async_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
+from launchkit.webrtc.ice import IceSettings
+from launchkit.webrtc.whep import STALE_PENDING
 from loadtests.browser import CHROMIUM_FLAGS, READ_TIMECODE
 from loadtests.whep import WhepResult, install_counting_decoders, watch
 from stream.source.testcard import TIMECODE_BITS, timecode_block
-from stream.webrtc.ice import IceSettings
-from stream.webrtc.whep import STALE_PENDING
-from tests.conftest import METRICS_AUTH
 from tests.stream.webrtc.scenario import main
+from tests.support.client import until_webrtc_available
+from tests.support.environment import METRICS_AUTH
 from tests.support.netns import Topology
 
 MODULE = "tests.stream.webrtc.whep_scenario"
@@ -67,7 +68,7 @@ async def whep_fanout(origin_url: str, edge_url: str, viewers: str = "30", secon
     install_counting_decoders()
     count, duration = int(viewers), float(seconds)
     async with aiohttp.ClientSession() as session:
-        await _until_feed(session, edge_url)
+        await until_webrtc_available(session, edge_url, 15.0)
         before = await _metrics(origin_url)
         started = time.monotonic()
         during: dict[str, Any] = {}
@@ -97,22 +98,12 @@ async def _watch_from(index: int, whep_url: str, seconds: float) -> WhepResult:
         return await watch(session, whep_url, seconds, _ice())
 
 
-async def _until_feed(session: aiohttp.ClientSession, edge_url: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        async with session.get(edge_url + "/api/status") as response:
-            if (await response.json()).get("webrtc", {}).get("available"):
-                return
-        await asyncio.sleep(0.2)
-    raise TimeoutError("the edge never received the WebRTC feed")
-
-
 # ---- a viewer that stops reading -----------------------------------------------------------------
 
 _FROZEN_VIEWER = """
 import asyncio, aiohttp, sys
 from loadtests.whep import install_counting_decoders, watch
-from stream.webrtc.ice import IceSettings
+from launchkit.webrtc.ice import IceSettings
 install_counting_decoders()
 async def main():
     async with aiohttp.ClientSession() as session:
