@@ -37,7 +37,9 @@ from launchkit.admission.tickets import (
     new_client_key,
     valid_client_key,
 )
+from launchkit.web.body import read_body
 from launchkit.web.cors import cors, preflight
+from launchkit.web.refusal import Refusal
 
 TICKET_COOKIE = "lk_ticket"
 QUEUE_COOKIE = "lk_queue"
@@ -334,16 +336,10 @@ class Admission(Admitter):
 
 async def _read_json_object(request: web.Request) -> dict | web.Response:
     """The request's JSON object ({} for an empty body), or a 4xx response saying what is wrong."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return _error(413, f"request body over {MAX_BODY} bytes")
-    data = b""
-    while len(data) <= MAX_BODY:
-        chunk = await request.content.read(MAX_BODY + 1 - len(data))
-        if not chunk:
-            break
-        data += chunk
-    if len(data) > MAX_BODY:
-        return _error(413, f"request body over {MAX_BODY} bytes")
+    try:
+        data = await read_body(request, MAX_BODY)
+    except Refusal as refusal:
+        return _error(refusal.status, refusal.message)
     if not data.strip():
         return {}
     try:
