@@ -104,7 +104,11 @@ class HlsHandlers:
     async def media_playlist(self, request: web.Request) -> web.Response:
         rendition = self._rendition(request)
         if rendition.playlist is None:
-            raise web.HTTPNotFound(text="stream not started yet", headers={"Cache-Control": "max-age=1", **CORS})
+            # Not a 404: players (hls.js) give up on a 404 playlist, while this one comes within
+            # seconds (a publisher connecting, an origin restarting under its viewers).
+            raise web.HTTPServiceUnavailable(
+                text="the stream has not started yet, retry shortly", headers={"Retry-After": "1", **NOT_STORED},
+            )
         directives = _delivery_directives(request.query)
         if directives is None:
             return _playlist(rendition.playlist, LIVE_PLAYLIST_CACHE)

@@ -106,7 +106,10 @@ async def test_page_renders_with_a_clear_message_before_the_stream_is_up(client)
     status = await (await client.get("/api/status")).json()
     assert status["stream"]["live"] is False
     assert (await client.get("/readyz")).status == 503
-    assert (await client.get("/hls/180p/index.m3u8")).status == 404
+    # A playlist that comes within seconds: hls.js retries a 503, it gives up on a 404.
+    playlist = await client.get("/hls/180p/index.m3u8")
+    assert playlist.status == 503, await playlist.text()
+    assert playlist.headers["Retry-After"] == "1" and playlist.headers["Cache-Control"] == "no-store"
 
 
 async def test_no_media_thread_survives_cleanup():
