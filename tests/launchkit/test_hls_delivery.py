@@ -8,7 +8,7 @@ import subprocess
 import time
 from datetime import datetime
 
-from tests.support.client import fetch
+from tests.support.client import fetch, wait_for
 
 
 def _media_playlist(demo) -> tuple[str, str]:
@@ -79,6 +79,10 @@ def test_every_segment_of_every_rendition_starts_with_an_idr_at_the_same_pts(dem
 
 
 def test_media_sequence_advances_in_real_time(demo):
+    # The window grows from the first segment until it is full, and only then does the media
+    # sequence move: measure from the first move, whatever ran before this test.
+    first = _sequence(_media_playlist(demo)[1])
+    wait_for(lambda: _sequence(_media_playlist(demo)[1]) > first, timeout=60, what="a full playlist window", step=0.1)
     _, before = _media_playlist(demo)
     started = time.monotonic()
     time.sleep(6.5)
