@@ -8,6 +8,7 @@ import asyncio
 from typing import Generic, Protocol, TypeVar
 
 from aiohttp import web
+from aiortc import sdp as aiortc_sdp
 
 from launchkit.web.body import read_body, require_content_type
 from launchkit.web.cors import cors, preflight
@@ -51,6 +52,22 @@ async def read_offer(request: web.Request) -> str:
     if not offer.strip():
         raise Refusal(400, "the request body is empty: send an SDP offer")
     return offer
+
+
+def parse_offer(offer: str) -> aiortc_sdp.SessionDescription:
+    """The offer as aiortc reads it, refused (400) unless every section carries DTLS-SRTP keys."""
+    try:
+        description = aiortc_sdp.SessionDescription.parse(offer)
+    except Exception:  # the parser asserts, indexes and converts without a single error type
+        raise Refusal(400, "the body is not a valid SDP offer", "bad_request") from None
+    if any(m.dtls is None or not m.dtls.fingerprints for m in description.media):
+        raise Refusal(400, "the offer lacks a=setup or a=fingerprint (DTLS-SRTP is required)", "bad_request")
+    return description
+
+
+def one_line(error: Exception) -> str:
+    """An exception as one short line of a refusal's text."""
+    return " ".join(str(error).split())[:200] or type(error).__name__
 
 
 class Session(Protocol):

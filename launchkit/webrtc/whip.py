@@ -21,14 +21,21 @@ from typing import cast
 
 from aiohttp import web
 from aiortc import RTCPeerConnection
-from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import OperationError
 
 from launchkit import metrics
 from launchkit.auth import FailedCredentials, Tokens, bearer_token
 from launchkit.web.refusal import Refusal
 from launchkit.webrtc.ice import IceSettings, apply_host_addresses, without_mdns_candidates
-from launchkit.webrtc.resources import CORS_HEADERS, SDP_TYPE, SessionResources, read_offer, refusal_response
+from launchkit.webrtc.resources import (
+    CORS_HEADERS,
+    SDP_TYPE,
+    SessionResources,
+    one_line,
+    parse_offer,
+    read_offer,
+    refusal_response,
+)
 from stream.program import Program, ProgramInput, Role, SlotBusy
 from stream.webrtc.whip import AUDIO_CODEC, PROTOCOL, VIDEO_CODECS, OfferSummary, WhipSession
 
@@ -114,10 +121,7 @@ def _role(request: web.Request) -> Role:
 
 def _check_offer(offer: str) -> OfferSummary:
     """Refuse before claiming a slot what aiortc would refuse, with a message a publisher can act on."""
-    try:
-        description = aiortc_sdp.SessionDescription.parse(offer)
-    except Exception:  # the parser asserts, indexes and converts without a single error type
-        raise Refusal(400, "the body is not a valid SDP offer", "bad_request") from None
+    description = parse_offer(offer)
     video = [m for m in description.media if m.kind == "video"]
     audio = [m for m in description.media if m.kind == "audio"]
     if not video:
@@ -133,18 +137,11 @@ def _check_offer(offer: str) -> OfferSummary:
         raise Refusal(400, "the offer's video codecs include neither H.264 nor VP8", "unsupported")
     if audio and not any(codec.mimeType.lower() == AUDIO_CODEC for codec in audio[0].rtp.codecs):
         raise Refusal(400, "the offer's audio is not Opus", "unsupported")
-    dtls = [m.dtls for m in description.media]
-    if any(d is None or not d.fingerprints for d in dtls):
-        raise Refusal(400, "the offer lacks a=setup or a=fingerprint (DTLS-SRTP is required)", "bad_request")
     return OfferSummary(audio=bool(audio), setup=video[0].dtls.role)
 
 
 def _negotiation_refusal(error: Exception) -> Refusal:
     if isinstance(error, OperationError):  # no codec in common, e.g. H.264 in a profile aiortc lacks
-        return Refusal(400, f"no common codec: {_one_line(error)}", "unsupported")
+        return Refusal(400, f"no common codec: {one_line(error)}", "unsupported")
     log.info("WHIP offer refused: %r", error)
-    return Refusal(400, f"the SDP offer could not be applied: {_one_line(error)}")
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())[:200] or type(error).__name__
+    return Refusal(400, f"the SDP offer could not be applied: {one_line(error)}")
