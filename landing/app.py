@@ -5,6 +5,12 @@ the HTML itself is short-lived because it carries the initial live/offline state
 rendered once per distinct content (a small LRU keyed by its template context) and served with
 an ETag, so a CDN miss storm costs a dictionary lookup per request, and revalidations a 304.
 
+The operator's pages live beside the code that serves them (launchkit/origin/: the console and the
+publish page; launchkit/wall/: the moderation page) and mount the same way (`PageAssets`): their
+templates join the app's one Jinja2 environment, where they may extend base.html, and their static
+files are served under their own URL (/ops/static/, /ops/wall/static/) with the same versioning
+and caching as /static/.
+
 Every HTML response of the app gets the Content-Security-Policy here (one place): our pages
 load scripts and styles from this server only and run no inline script.
 """
@@ -59,31 +65,104 @@ class PageText(Protocol):
     frame_ancestors: str
 
 
-class LandingPage:
-    static_dir = STATIC_DIR
+class PageAssets:
+    """A component's pages: the `templates/` and `static/` directories beside its code.
 
+    `setup(app)` adds the templates to the app's one Jinja2 environment (one name space: a page may
+    extend another component's, a name two components use is refused at startup); `route()` serves
+    the static files under `url`. Templates address any component's file by name, `asset("ops.js")`:
+    `url/name?v=<content hash>` (None for a file that is not there), one name space as well. A
+    response for the current version is cached for a year, any other for five minutes.
+    """
+
+    def __init__(self, directory: Path, url: str) -> None:
+        self.templates_dir, self.static_dir, self.url = directory / "templates", directory / "static", url
+        self.versions = {
+            path.relative_to(self.static_dir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+            for path in self.static_dir.rglob("*") if path.is_file()
+        }
+
+    def setup(self, app: web.Application) -> None:
+        _Pages.of(app).mount(self)
+
+    def route(self) -> web.RouteDef:
+        return web.static(self.url, self.static_dir, append_version=False)
+
+    def asset(self, name: str) -> str | None:
+        version = self.versions.get(name)
+        return f"{self.url}/{name}?v={version}" if version else None
+
+    def cache_control(self, path: str, version: str | None) -> str | None:
+        """Cache-Control for a 200 on `path` with `?v=version`; None for a path outside `url`."""
+        if not path.startswith(self.url + "/"):
+            return None
+        current = version is not None and version == self.versions.get(path.removeprefix(self.url + "/"))
+        return "public, max-age=31536000, immutable" if current else "public, max-age=300"
+
+
+class _Pages:
+    """The app's Jinja2 environment and the PageAssets mounted on it, created by the first mount."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._mounted: list[PageAssets] = []
+        self._loader = jinja2.ChoiceLoader([])
+        environment = aiohttp_jinja2.setup(app, loader=self._loader, autoescape=jinja2.select_autoescape(default=True))
+        environment.globals["asset"] = self.asset  # every template (page, console) addresses assets alike
+        app.on_response_prepare.append(self._cache_static)
+
+    @classmethod
+    def of(cls, app: web.Application) -> _Pages:
+        if PAGES not in app:
+            app[PAGES] = cls(app)
+        return app[PAGES]
+
+    def mount(self, assets: PageAssets) -> None:
+        loader = jinja2.FileSystemLoader(assets.templates_dir)
+        for other in self._mounted:
+            if other.url == assets.url:
+                raise ValueError(f"page assets at {assets.url} are mounted twice")
+            clashes = ({*loader.list_templates()} & {*jinja2.FileSystemLoader(other.templates_dir).list_templates()}
+                       | assets.versions.keys() & other.versions.keys())
+            if clashes:
+                raise ValueError(f"{assets.url} and {other.url} both have {', '.join(sorted(clashes))}")
+        self._mounted.append(assets)
+        self._loader.loaders.append(loader)
+
+    def asset(self, name: str) -> str | None:
+        return next((url for assets in self._mounted if (url := assets.asset(name))), None)
+
+    async def _cache_static(self, request: web.Request, response: web.StreamResponse) -> None:
+        if response.status != 200:
+            return
+        for assets in self._mounted:
+            cache = assets.cache_control(request.path, request.query.get("v"))
+            if cache is not None:
+                response.headers["Cache-Control"] = cache
+                return
+
+
+PAGES = web.AppKey("pages", _Pages)
+
+
+def landing_assets() -> PageAssets:
+    """This package's pages (the viewers'), their static files at /static/."""
+    return PageAssets(PACKAGE_DIR, "/static")
+
+
+class LandingPage:
     def __init__(self, config: PageText, status: StatusSource, *, wall: bool = False) -> None:
         self._config, self._status = config, status
         self.wall = wall  # whether this server mounts the live wall (pages show its panel)
         self._rendered: OrderedDict[str, tuple[bytes, str]] = OrderedDict()  # context key -> (body, ETag)
-        self._versions = {
-            path.relative_to(STATIC_DIR).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()[:10]
-            for path in STATIC_DIR.rglob("*") if path.is_file()
-        }
-        if HLSJS not in self._versions:
+        self.assets = landing_assets()
+        if HLSJS not in self.assets.versions:
             log.warning("hls.js is missing from %s: run `make setup`; only browsers with native HLS will play", STATIC_DIR)
 
     def setup(self, app: web.Application) -> None:
-        environment = aiohttp_jinja2.setup(
-            app, loader=jinja2.PackageLoader("landing", "templates"), autoescape=jinja2.select_autoescape(default=True)
-        )
-        environment.globals["asset"] = self.asset  # every template (page, console) addresses assets alike
-        app.on_response_prepare.append(self._cache_static)
+        """The page's templates and the security headers of every HTML response; the app routes
+        `/static/` (`self.assets.route()`)."""
+        self.assets.setup(app)
         app.on_response_prepare.append(self._security_headers)
-
-    def asset(self, name: str) -> str | None:
-        version = self._versions.get(name)
-        return f"/static/{name}?v={version}" if version else None
 
     def _context(self, request: web.Request, embed: bool) -> dict:
         status = self._status.status()
@@ -140,13 +219,6 @@ class LandingPage:
         response.headers.setdefault("Content-Security-Policy", CSP.format(ancestors=ancestors))
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-
-    async def _cache_static(self, request: web.Request, response: web.StreamResponse) -> None:
-        if not request.path.startswith("/static/") or response.status != 200:
-            return
-        name = request.path.removeprefix("/static/")
-        versioned = request.query.get("v") == self._versions.get(name)
-        response.headers["Cache-Control"] = "public, max-age=31536000, immutable" if versioned else "public, max-age=300"
 
 
 def _site(request: web.Request) -> str:

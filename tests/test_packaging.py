@@ -19,6 +19,10 @@ def test_wheel_contains_packages_templates_static_files_and_hls_js(tmp_path):
         "launchkit/cli.py", "stream/encoder.py", "stream/packager/cmaf.py", "landing/app.py",
         "landing/templates/index.html", "landing/templates/embed.html",
         "landing/static/player.js", "landing/static/style.css", "landing/static/vendor/hls.light.min.js",
+        # the operator's pages, beside the code that serves them
+        "launchkit/origin/templates/ops.html", "launchkit/origin/templates/publish.html",
+        "launchkit/origin/static/ops.js", "launchkit/origin/static/publish.js", "launchkit/origin/static/publish.css",
+        "launchkit/wall/templates/wall_moderation.html", "launchkit/wall/static/wall-moderation.js",
     ):
         assert required in names, required
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()

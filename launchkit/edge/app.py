@@ -235,7 +235,7 @@ def create_edge_app(settings: EdgeSettings, *, capacity: CapacityHook | None = N
     app.add_routes([
         web.get("/", page),
         web.get("/embed", embed),
-        web.static("/static", landing.static_dir, append_version=False),
+        landing.assets.route(),
         web.get("/api/status", edge.api_status),
         *QoeBeacons().routes(),
         *edge.routes.routes(),

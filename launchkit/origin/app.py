@@ -57,12 +57,13 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
     admission.setup(app)
     app.add_routes(admission.routes())
     landing.setup(app)
+    ops.setup(app)
     app.add_routes(wall.routes())
     app.on_response_prepare.append(middleware.count_response_bytes)
     app.add_routes([
         web.get("/", landing.index),
         web.get("/embed", landing.embed),
-        web.static("/static", landing.static_dir, append_version=False),
+        landing.assets.route(),
         *status.routes(),
         *QoeBeacons().routes(),
         *media.whip_routes(),

@@ -6,16 +6,21 @@ through the login form, which opens a server-side session (launchkit/origin/sess
 revoked by signing out, HttpOnly, SameSite=Strict, Secure over HTTPS). State changes require a
 JSON body, which a cross-site form cannot send, so the cookie cannot be ridden by another site.
 Failed tokens are answered late and repeated ones locked out (launchkit/auth.py).
+
+Its pages (templates/, beside this module) extend the landing's base.html; their scripts and styles
+(static/) are served under /ops/static/, versioned and cached like the landing's (landing.app.PageAssets).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Awaitable, Callable
 
 import aiohttp_jinja2
 from aiohttp import web
 
+from landing.app import PageAssets
 from launchkit.auth import FailedCredentials, Tokens, bearer_token
 from launchkit.config import Config
 from launchkit.event import TRANSITIONS, TransitionError
@@ -31,11 +36,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 4096
 
 
+def console_assets() -> PageAssets:
+    """The console's and the publish page's templates, their static files at /ops/static/."""
+    return PageAssets(Path(__file__).parent, "/ops/static")
+
+
 class OpsConsole:
     def __init__(self, config: Config, tokens: Tokens, failures: FailedCredentials, media: Media) -> None:
         self._config, self._tokens, self._failures, self._media = config, tokens, failures, media
         data_dir = config.data_dir
         self.sessions = OpsSessions(tokens.ops, data_dir / "ops_sessions.sqlite3" if data_dir else None)
+        self.pages = console_assets()
+
+    def setup(self, app: web.Application) -> None:
+        """The console's templates join the app's (the routes serve its static files)."""
+        self.pages.setup(app)
 
     def routes(self, hls_multivariant: Handler, hls_media_playlist: Handler, hls_media: Handler) -> list[web.RouteDef]:
         """The console and its API; its preview is the live HLS (these handlers), for operators only,
@@ -46,6 +61,7 @@ class OpsConsole:
             web.post("/ops/login", self.login),
             web.post("/ops/logout", self.logout),
             web.get("/ops/publish", self.publish_page),
+            self.pages.route(),
             web.get("/ops/hls/index.m3u8", preview(hls_multivariant)),
             web.get(f"/ops/hls/{RENDITION}/index.m3u8", preview(hls_media_playlist)),
             web.get(f"/ops/hls/{RENDITION}/{MEDIA_NAME}", preview(hls_media)),

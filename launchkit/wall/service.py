@@ -13,6 +13,7 @@
 | `GET /api/ops/wall/queue` | operators | pending posts and the Q&A list |
 | `POST /api/ops/wall/{id}/{action}` | operators | approve, reject, pin, answer, ban |
 | `GET /ops/wall` | operators | moderation console and Q&A view |
+| `GET /ops/wall/static/…` | operators | the moderation page's script (static/ beside this module; its template in templates/) |
 
 Roles. The origin owns the wall: SQLite store, moderation, connectors, webhook; its SSE hub is fed
 straight from the store. With Redis, the origin also copies its event log to a Redis stream and
@@ -36,6 +37,7 @@ import aiohttp
 import aiohttp_jinja2
 from aiohttp import web
 
+from landing.app import PageAssets
 from launchkit import metrics
 from launchkit.wall.connectors.mastodon import MastodonConnector, TagTimeline
 from launchkit.wall.connectors.rss import FeedConnector
@@ -141,12 +143,16 @@ class Wall:
                          if settings.webhook_secret and self.origin else None)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
+        # The moderation page, mounted at the origin; the viewers' wall pages and wall.css are the landing's.
+        self.pages = PageAssets(Path(__file__).parent, "/ops/wall/static")
         metrics.init_wall_labels()
 
     # ---- wiring -------------------------------------------------------------------------------
 
     def setup(self, app: web.Application) -> None:
         app.cleanup_ctx.append(self._lifespan)
+        if self.origin:
+            self.pages.setup(app)
 
     async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:
         try:
@@ -166,6 +172,7 @@ class Wall:
                 web.get("/api/ops/wall/queue", counted(self.ops_queue)),
                 web.post(r"/api/ops/wall/{id:[A-Za-z0-9_-]{1,32}}/{action:[a-z]{1,16}}", counted(self.ops_action)),
                 web.get("/ops/wall", self.moderation_page),
+                self.pages.route(),
             ]
         if self._webhook is not None:
             routes.append(web.post("/api/wall/webhook", counted(self._webhook.handle)))

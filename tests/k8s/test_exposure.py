@@ -56,6 +56,7 @@ from tests.support.k8s import K8S, OVERLAYS, by_kind_and_name, kustomize, render
 # What only operators and their tools use: the ops host sends exactly these origin routes to the origin.
 OPERATOR_ROUTES = frozenset({
     "/ops", "/ops/login", "/ops/logout", "/ops/publish", "/ops/wall",
+    "/ops/static", "/ops/wall/static",  # the operator pages' own scripts and styles
     "/ops/hls/index.m3u8", "/ops/hls/{rendition}/index.m3u8", "/ops/hls/{rendition}/{name}",
     "/api/ops/status", "/api/ops/event", "/api/ops/wall/queue", "/api/ops/wall/{id}/{action}",
     "/whip", "/whip/{session}",
@@ -66,7 +67,7 @@ VIEWER_PATHS = (
     "/", "/embed", "/hls/index.m3u8", "/hls/720p/index.m3u8", "/hls/720p/seg-00012.m4s", "/replay/index.m3u8",
     "/replay/720p/init.mp4", "/api/status", "/api/wall/events", "/api/wall/posts", "/api/admission",
     "/api/admission/leave", "/api/qoe", "/whep", "/whep/session-1", "/api/webrtc/feed", "/metrics", "/wall",
-    "/static/ops.js", "/healthz", "/readyz",
+    "/static/player.js", "/healthz", "/readyz",
 )
 # Paths that share characters, not path elements, with an operator path: Prefix must not take them.
 NEAR_MISSES = ("/opsx", "/ops-hls/index.m3u8", "/whipx", "/api/opsx/status", "/api/ops.json",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -167,6 +168,28 @@ def _event_cli(origin, *args: str) -> subprocess.CompletedProcess:
         launchkit_command("event", *args, "--origin", origin.url), capture_output=True, text=True, timeout=30,
         env={**os.environ, "LAUNCHKIT_OPS_TOKEN": TOKENS.ops},
     )
+
+
+async def test_operator_pages_load_their_own_files_versioned_and_cached_like_the_landing_s(origin):
+    """The console, the publish page and the wall moderation live beside the code that serves them:
+    their own scripts and styles come from /ops/static/ and /ops/wall/static/, what they share with
+    the landing (base.html's style and icon, hls.js, wall.css) from /static/, all versioned."""
+    own = {"/ops": {"/ops/static/ops.js"}, "/ops/publish": {"/ops/static/publish.js", "/ops/static/publish.css"},
+           "/ops/wall": {"/ops/wall/static/wall-moderation.js"}}
+    for page, files in own.items():
+        response = await origin.get(page, headers=OPS)
+        assert response.status == 200 and "script-src 'self'" in response.headers["Content-Security-Policy"], page
+        urls = re.findall(r'(?:src|href)="(/[^"?]*static/[^"]*)"', await response.text())
+        assert files <= {url.partition("?")[0] for url in urls}, (page, urls)
+        for url in urls:
+            assert re.fullmatch(r"(/ops(/wall)?)?/static/[\w./-]+\?v=\w+", url), (page, url)
+            asset = await origin.get(url)
+            assert asset.status == 200 and asset.headers["Cache-Control"] == "public, max-age=31536000, immutable", url
+            if url.startswith("/ops/"):
+                unversioned = await origin.get(url.partition("?")[0])
+                assert unversioned.headers["Cache-Control"] == "public, max-age=300", url
+    for moved in ("ops.js", "publish.js", "publish.css", "wall-moderation.js"):
+        assert (await origin.get(f"/static/{moved}")).status == 404, moved  # landing/ is what viewers see
 
 
 def test_event_state_survives_an_origin_restart_driven_by_the_cli(tmp_path):

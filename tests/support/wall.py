@@ -50,10 +50,10 @@ async def serve(wall_settings: WallSettings, trusted_proxies: tuple[Network, ...
                 **wall_options)
     app = web.Application(middlewares=[TrustedProxies(trusted_proxies).middleware, middleware.observe],
                           client_max_size=1024)
-    LandingPage(Config.for_role("demo", {}), _NoStatus()).setup(app)
+    landing = LandingPage(Config.for_role("demo", {}), _NoStatus())
+    landing.setup(app)
     wall.setup(app)
-    app.add_routes(wall.routes())
-    app.router.add_static("/static", LandingPage.static_dir)
+    app.add_routes([*wall.routes(), landing.assets.route()])
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:

@@ -36,16 +36,16 @@ from typing import Any
 
 import aiohttp_jinja2
 import av
-import jinja2
 import pytest
 from aiohttp import web
 from av.video.frame import PictureType
 from playwright.async_api import Browser, Page, async_playwright
 
-from landing.app import STATIC_DIR
+from landing.app import landing_assets
 from launchkit.auth import FailedCredentials, Tokens
 from launchkit.config import Config
 from launchkit.origin.app import MEDIA, create_app
+from launchkit.origin.ops import console_assets
 from launchkit.webrtc.ice import IceSettings
 from launchkit.webrtc.whip import WhipEndpoint
 from loadtests.browser import CHROMIUM_FLAGS, FAKE_CAMERA_FLAGS
@@ -121,16 +121,16 @@ def _publish_app(endpoint: WhipEndpoint, publishers: list[str]) -> web.Applicati
         return await endpoint.post(request)
 
     app = web.Application(client_max_size=64 * 1024)
-    aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("landing", "templates"),
-                         autoescape=jinja2.select_autoescape(default=True))
+    pages = (landing_assets(), console_assets())  # publish.html and its files, as the origin serves them
+    for assets in pages:
+        assets.setup(app)
 
     async def publish_page(request: web.Request) -> web.Response:
-        context = {"whip_url": "/whip", "token": TOKEN, "asset": lambda name: f"/static/{name}"}
-        return aiohttp_jinja2.render_template("publish.html", request, context)
+        return aiohttp_jinja2.render_template("publish.html", request, {"whip_url": "/whip", "token": TOKEN})
 
     app.add_routes([
         web.get("/publish", publish_page),
-        web.static("/static", STATIC_DIR),
+        *(assets.route() for assets in pages),
         web.post("/whip", post),
         web.options("/whip", endpoint.options),
         web.delete("/whip/{session}", endpoint.delete),
