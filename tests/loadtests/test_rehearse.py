@@ -17,7 +17,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
+import yaml
 
 from loadtests.rehearse import journal, places, profiles, slo
 from loadtests.rehearse.cli import main
@@ -384,8 +386,6 @@ def test_ten_times_capacity_in_ten_seconds_on_two_edges_sharing_redis_wastes_no_
 # ---- Kubernetes: the workers' Indexed Job and the merge Job ---------------------------------------
 
 def test_k8s_rehearsal_manifests_render_validate_and_shard_consistently() -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    yaml = pytest.importorskip("yaml")
     documents = []
     for directory in ("k8s/rehearsal", "k8s/rehearsal/merge"):
         rendered = subprocess.run(["kubectl", "kustomize", str(ROOT / directory)], capture_output=True, text=True,
