@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make demo   set up (Python venv, hls.js from npm) and run `launchkit demo`
-#   make test   set up everything the tests need (apt, pip, npm) and run the whole suite
+#   make test   set up everything the tests need (apt, pip, npm) and run the whole suite, the
+#               container image's (tests/deploy) included
+#   make image  build the container image localhost/launchkit:<version> (deploy/build-image; root)
 #   make screenshots   refresh the README's landing page screenshots (docs/screenshots/); tests
 #               themselves write only under tests/artifacts/
 # Setup steps are idempotent: stamps under .venv/ skip what is already done.
@@ -12,14 +14,18 @@ HLSJS := landing/static/vendor/hls.light.min.js
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: demo test screenshots setup setup-test system-packages bench clean
+.PHONY: demo test image screenshots setup setup-test system-packages container-packages bench clean
 
 demo: setup
 	$(BIN)/launchkit demo --host $(HOST) --port $(PORT)
 
-test: setup-test
+test: setup-test container-packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian-based, from this machine's apt sources: see deploy/build-image and the README's "Container image".
+image: setup container-packages
+	deploy/build-image
 
 screenshots: setup-test
 	SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest -m browser tests/landing/test_page.py
@@ -81,6 +87,24 @@ system-packages:
 	for package in $(GSTREAMER_PACKAGES); do \
 		dpkg -s $$package >/dev/null 2>&1 || packages="$$packages $$package"; \
 	done; \
+	if [ -n "$$packages" ]; then \
+		echo "installing Debian packages:$$packages"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$packages; \
+	fi
+
+# What building and running the container image needs (tests/deploy, `make image`), only what is
+# missing. podman + runc: the engine and the runtime deploy/containers.conf selects (Debian's crun
+# refuses the hybrid cgroup layout of such hosts). slirp4netns: rootless-style user-mode networking,
+# the only network that works in every container here (`--network slirp4netns`). mmdebstrap: no
+# container registry is reachable, so the base image is a Debian root file system built from the
+# machine's apt sources. podman-compose: the one-host deployment (deploy/compose.yaml).
+container-packages:
+	@packages=""; \
+	command -v podman >/dev/null || packages="$$packages podman"; \
+	command -v runc >/dev/null || packages="$$packages runc"; \
+	command -v slirp4netns >/dev/null || packages="$$packages slirp4netns"; \
+	command -v mmdebstrap >/dev/null || packages="$$packages mmdebstrap"; \
+	command -v podman-compose >/dev/null || packages="$$packages podman-compose"; \
 	if [ -n "$$packages" ]; then \
 		echo "installing Debian packages:$$packages"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$packages; \

@@ -17,7 +17,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from loadtests.bench import edge, encoder, ladder, landing, latency, slate, sse, startup, webrtc
+from loadtests.bench import edge, encoder, image, ladder, landing, latency, slate, sse, startup, webrtc
 
 RESULTS = Path(__file__).resolve().parents[1] / "RESULTS.md"
 BENCHMARKS = {
@@ -30,6 +30,7 @@ BENCHMARKS = {
     "landing": ("landing page requests/s vs nginx", landing.main),
     "sse": ("wall SSE fan-out to 5,000 clients", sse.main),
     "startup": ("time to first picture on open and UDP-blocked networks", startup.main),
+    "image": ("container image size and build time", image.main),
 }
 
 
