@@ -24,7 +24,7 @@ from launchkit.wall.service import Wall, WallSettings
 from launchkit.web import middleware
 from launchkit.web.clients import TrustedProxies
 from launchkit.web.probes import Probes
-from launchkit.web.routes import MEDIA_NAME, RENDITION
+from launchkit.web.routes import hls_routes
 from launchkit.webrtc.ice import IceSettings
 
 MEDIA = web.AppKey("media", Media)
@@ -67,19 +67,13 @@ def create_app(config: Config, tokens: Tokens, ice: IceSettings | None = None) -
         *status.routes(),
         *QoeBeacons().routes(),
         *media.whip_routes(),
-        web.get("/hls/index.m3u8", hls.multivariant),
-        web.get(f"/hls/{RENDITION}/index.m3u8", hls.media_playlist),
-        web.get(f"/hls/{RENDITION}/{MEDIA_NAME}", hls.media),
+        *hls_routes("/hls", hls.multivariant, hls.media_playlist, hls.media),
         *ops.routes(hls.multivariant, hls.media_playlist, hls.media),
         *Probes(tokens, failures, status.readiness, status.media_flowing).routes(),
         *media.viewer_routes(),
     ])
     if replay is not None:
-        app.add_routes([
-            web.get("/replay/index.m3u8", replay.multivariant),
-            web.get(f"/replay/{RENDITION}/index.m3u8", replay.media_playlist),
-            web.get(f"/replay/{RENDITION}/{MEDIA_NAME}", replay.media),
-        ])
+        app.add_routes(hls_routes("/replay", replay.multivariant, replay.media_playlist, replay.media))
     return app
 
 

@@ -98,14 +98,7 @@ class Media:
         log.info("event is %s", state.value)
 
     def whip_routes(self) -> list[web.RouteDef]:
-        whip = self.whip
-        return [
-            web.post("/whip", whip.post),
-            web.options("/whip", whip.options),
-            web.delete("/whip/{session}", whip.delete),
-            web.patch("/whip/{session}", whip.patch),
-            web.options("/whip/{session}", whip.options),
-        ]
+        return self.whip.routes("/whip")
 
     def viewer_routes(self) -> list[web.RouteDef]:
         return self.webrtc.routes() if self.webrtc is not None else []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -29,10 +28,9 @@ from launchkit.origin.sessions import LIFETIME, OpsSessions
 from launchkit.web.body import read_json
 from launchkit.web.credentials import require_bearer
 from launchkit.web.refusal import Refusal
-from launchkit.web.routes import MEDIA_NAME, RENDITION
+from launchkit.web.routes import Handler, hls_routes
 
 COOKIE = "launchkit_ops"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 4096
 
 
@@ -62,9 +60,7 @@ class OpsConsole:
             web.post("/ops/logout", self.logout),
             web.get("/ops/publish", self.publish_page),
             self.pages.route(),
-            web.get("/ops/hls/index.m3u8", preview(hls_multivariant)),
-            web.get(f"/ops/hls/{RENDITION}/index.m3u8", preview(hls_media_playlist)),
-            web.get(f"/ops/hls/{RENDITION}/{MEDIA_NAME}", preview(hls_media)),
+            *hls_routes("/ops/hls", preview(hls_multivariant), preview(hls_media_playlist), preview(hls_media)),
             web.get("/api/ops/status", self.api_status),
             web.post("/api/ops/event", self.api_event),
         ]

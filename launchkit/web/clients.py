@@ -17,13 +17,14 @@ and CDNs all send the X-Forwarded-* pair.
 from __future__ import annotations
 
 import ipaddress
-from typing import Awaitable, Callable, Iterable
+from typing import Iterable
 
 from aiohttp import web
 
+from launchkit.web.routes import Handler
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_HOPS = 32  # a longer X-Forwarded-For is not read further (nobody chains 32 proxies)
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Awaitable, Callable
 
 from aiohttp import web
 
 from launchkit import metrics
 from launchkit.web.refusal import Refusal
+from launchkit.web.routes import Handler
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 

@@ -5,6 +5,7 @@ clients, OBS and FFmpeg among them, print a refusal's body as it is, so it is te
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from typing import Generic, Protocol, TypeVar
 
 from aiohttp import web
@@ -79,7 +80,7 @@ class Session(Protocol):
 S = TypeVar("S", bound=Session)
 
 
-class SessionResources(Generic[S]):
+class SessionResources(ABC, Generic[S]):
     """The session resources both protocols create on POST: DELETE ends one, PATCH is 405 (no trickle
     ICE or ICE restart: a client POSTs a new offer), OPTIONS answers CORS preflights."""
 
@@ -94,6 +95,28 @@ class SessionResources(Generic[S]):
             return text_response(404, f"no such {self.protocol} session (it ended or never existed)")
         await session.close(why)
         return text_response(200, f"{self.protocol} session ended")
+
+    def routes(self, path: str) -> list[web.RouteDef]:
+        """POST `path` creates a session; `path/{session}` is its resource."""
+        return [
+            web.post(path, self.post),
+            web.options(path, self.options_endpoint),
+            web.delete(f"{path}/{{session}}", self.delete),
+            web.patch(f"{path}/{{session}}", self.patch),
+            web.options(f"{path}/{{session}}", self.options),
+        ]
+
+    @abstractmethod
+    async def post(self, request: web.Request) -> web.Response:
+        """Take an offer: 201 with the answer and the session's Location, or a refusal."""
+
+    @abstractmethod
+    async def delete(self, request: web.Request) -> web.Response:
+        """End the session (its client is leaving)."""
+
+    async def options_endpoint(self, request: web.Request) -> web.Response:
+        """OPTIONS on the endpoint itself: a CORS preflight."""
+        return await self.options(request)
 
     async def patch(self, request: web.Request) -> web.Response:
         return text_response(405, "trickle ICE and ICE restarts are not supported: send every candidate in the offer "

@@ -36,15 +36,7 @@ class WebRtcViewing:
         self.feed = FeedServer(bus, self.fanout.request_keyframe, authorize=authorize_feed, live=live)
 
     def routes(self) -> list[web.RouteDef]:
-        whep = self.whep
-        return [
-            web.post("/whep", whep.post),
-            web.options("/whep", whep.options_endpoint),
-            web.delete("/whep/{session}", whep.delete),
-            web.patch("/whep/{session}", whep.patch),
-            web.options("/whep/{session}", whep.options),
-            web.get(FEED_PATH, self.feed.handle),
-        ]
+        return [*self.whep.routes("/whep"), web.get(FEED_PATH, self.feed.handle)]
 
     def status(self) -> dict:
         return self.whep.status()

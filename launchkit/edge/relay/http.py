@@ -22,7 +22,7 @@ from launchkit import metrics
 from launchkit.edge.relay.relay import Relay, TooLarge, Unavailable, classify
 from launchkit.edge.relay.upstream import KEPT_RESPONSE_HEADERS, UpstreamError, via_chain
 from launchkit.web.cors import ALLOW_ANY_ORIGIN
-from launchkit.web.routes import MEDIA_NAME, RENDITION
+from launchkit.web.routes import hls_routes
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,7 @@ class RelayRoutes:
         self._on_served = on_served or (lambda path, kind: None)
 
     def routes(self) -> list[web.RouteDef]:
-        routes = []
-        for prefix in PREFIXES:
-            routes += [
-                web.get(f"{prefix}/index.m3u8", self.handle),
-                web.get(f"{prefix}/{RENDITION}/index.m3u8", self.handle),
-                web.get(f"{prefix}/{RENDITION}/{MEDIA_NAME}", self.handle),
-            ]
-        return routes
+        return [route for prefix in PREFIXES for route in hls_routes(prefix, self.handle, self.handle, self.handle)]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         prefix = "/" + request.path.split("/", 2)[1]

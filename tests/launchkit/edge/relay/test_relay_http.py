@@ -13,7 +13,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from launchkit.edge.app import EDGE, create_edge_app
-from launchkit.edge.relay import http as relay_http
 from launchkit.edge.relay.relay import REVALIDATE_HOLD
 from launchkit.edge.settings import EdgeSettings
 from tests.support.bad_urls import bad_media_targets
@@ -361,9 +360,3 @@ async def test_metrics_expose_the_edge_families(stub, edge):
     labels = {tuple(sorted(s.labels.items())) for s in families["launchkit_edge_requests"].samples
               if s.name.endswith("_total")}
     assert (("kind", "segment"), ("result", "hit")) in labels
-
-
-def test_edge_routes_accept_exactly_the_origins_names():
-    from launchkit.origin import app as origin_app
-
-    assert (relay_http.RENDITION, relay_http.MEDIA_NAME) == (origin_app.RENDITION, origin_app.MEDIA_NAME)
