@@ -38,6 +38,7 @@ from tests.support.containers import (
     remove_project,
     stand_ins,
 )
+from tests.support.prometheus import query
 from tests.support.wall import sse
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
@@ -182,14 +183,6 @@ def test_rtmp_publish_go_live_and_ffprobe_decodes_the_hls_through_an_edge(one_ho
     assert publisher.poll() is None, publisher.stderr.read().decode() if publisher.stderr else ""
     print(f"RTMP publisher on air after {took:.1f} s; ffprobe through edge-1 decoded "
           f"{kinds.count('video')} video and {kinds.count('audio')} audio frames")
-
-
-def query(base: str, expression: str) -> list[dict]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        answer = json.loads(response.read())
-    assert answer["status"] == "success", answer
-    return answer["data"]["result"]
 
 
 def test_prometheus_in_its_container_scrapes_origin_and_both_edges_with_the_alert_rules(one_host):

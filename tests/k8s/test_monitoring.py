@@ -23,7 +23,7 @@ from loadtests.player import PlayerConfig, Swarm
 from loadtests.target import http_status
 from tests.support.environment import METRICS_AUTH, METRICS_TOKEN
 from tests.support.k8s import OPS_TOKEN
-from tests.support.prometheus import start_prometheus
+from tests.support.prometheus import query, start_prometheus
 
 MONITORING = catalogue.MONITORING
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -104,14 +104,6 @@ def scrape_config(origin: str, edge: str) -> dict:
            "authorization": {"type": endpoint["authorization"]["type"], "credentials": METRICS_TOKEN},
            "static_configs": [target(origin, "origin"), target(edge, "edge")]}
     return {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "scrape_configs": [job]}
-
-
-def query(base: str, expression: str) -> list[dict]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        answer = json.loads(response.read())
-    assert answer["status"] == "success", answer
-    return answer["data"]["result"]
 
 
 async def fill_the_waiting_room(edge: str) -> None:

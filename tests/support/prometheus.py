@@ -3,7 +3,10 @@ scrapes and which alerts fire. The caller stops it (by PID) when done."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -27,3 +30,12 @@ def start_prometheus(directory: Path, config: dict) -> tuple[subprocess.Popen, s
             stdout=subprocess.DEVNULL, stderr=log,
         )
     return process, f"http://127.0.0.1:{port}"
+
+
+def query(base: str, expression: str) -> list[dict]:
+    """The result of an instant query against the Prometheus at `base` (its HTTP API)."""
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        answer = json.loads(response.read())
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
