@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
-from typing import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -37,6 +37,7 @@ from launchkit.admission.tickets import (
     new_client_key,
     valid_client_key,
 )
+from launchkit.serve.lifecycle import lifespan
 from launchkit.web.body import read_body
 from launchkit.web.cors import cors, preflight
 from launchkit.web.refusal import Refusal
@@ -82,7 +83,7 @@ class Admission(Admitter):
         app starts; the routes are separate (`routes()`) so the app keeps one routing table."""
         app.middlewares.append(self.middleware)
         app.on_response_prepare.append(self._count_egress)
-        app.cleanup_ctx.append(self._lifespan)
+        app.cleanup_ctx.append(lifespan(self.start, self.stop))
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -91,13 +92,6 @@ class Admission(Admitter):
             web.post("/api/admission/leave", self.handle_leave),
             web.options("/api/admission/leave", self.preflight),
         ]
-
-    async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:
-        try:
-            await self.start()
-            yield
-        finally:
-            await self.stop()
 
     # ---- HTTP: the admission API ------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import socket
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -98,3 +98,16 @@ async def _watch_parent(parent: int, stopping: asyncio.Event, draining: asyncio.
     log.warning("supervisor %d is gone: stopping", parent)
     stopping.set()
     draining.set()
+
+
+def lifespan(start: Callable[[], Awaitable[None]],
+             stop: Callable[[], Awaitable[None]]) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An `app.cleanup_ctx` entry for a component's start() and stop(): components start in the order
+    they were registered and stop in the reverse; stop() runs even if start() failed half-way."""
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        try:
+            await start()
+            yield
+        finally:
+            await stop()
+    return run

@@ -31,7 +31,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import aiohttp
 import aiohttp_jinja2
@@ -39,6 +39,7 @@ from aiohttp import web
 
 from landing.app import PageAssets
 from launchkit import metrics
+from launchkit.serve.lifecycle import lifespan
 from launchkit.wall.connectors.mastodon import MastodonConnector, TagTimeline
 from launchkit.wall.connectors.rss import FeedConnector
 from launchkit.wall.connectors.webhook import WebhookIntake
@@ -150,16 +151,9 @@ class Wall:
     # ---- wiring -------------------------------------------------------------------------------
 
     def setup(self, app: web.Application) -> None:
-        app.cleanup_ctx.append(self._lifespan)
+        app.cleanup_ctx.append(lifespan(self.start, self.stop))
         if self.origin:
             self.pages.setup(app)
-
-    async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:
-        try:
-            await self.start()
-            yield
-        finally:
-            await self.stop()
 
     def routes(self) -> list[web.RouteDef]:
         routes = [
